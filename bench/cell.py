@@ -1,0 +1,243 @@
+"""One cell: a strategy trained task by task on one dataset and scenario with one seed.
+
+`run_cell` trains, evaluates every seen task after every task (the accuracy
+matrix), and returns the run record. It runs inside a worker process started by
+`bench.runner`, which writes the record.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from avalanche.core import SupervisedPlugin
+from tqdm import tqdm
+
+from bench import metrics, models, registry
+from bench.datasets import load_dataset
+from bench.scenarios import build_benchmark, holdout_split, task_split
+from bench.strategy import StrategyContext
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    warnings.filterwarnings("ignore", message="No loggers specified")
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+class AccuracyPlugin(SupervisedPlugin):
+    """Accuracy per evaluated experience, from the strategy's own predictions (argmax of mb_output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.accuracy: dict[int, float] = {}
+        self._correct = self._seen = 0
+
+    def before_eval_exp(self, strategy, **kwargs):
+        self._correct = self._seen = 0
+
+    def after_eval_iteration(self, strategy, **kwargs):
+        self._correct += int((strategy.mb_output.argmax(1) == strategy.mb_y).sum())
+        self._seen += len(strategy.mb_y)
+
+    def after_eval_exp(self, strategy, **kwargs):
+        self.accuracy[strategy.experience.current_experience] = self._correct / max(1, self._seen)
+
+
+class GuardPlugin(SupervisedPlugin):
+    """Stops a cell whose loss is not finite, and drives the progress bar."""
+
+    def __init__(self, bar: tqdm):
+        super().__init__()
+        self.bar = bar
+        self.epoch = 0
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.epoch = 0
+
+    def after_training_iteration(self, strategy, **kwargs):
+        loss = float(strategy.loss.detach())
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} in task {strategy.experience.current_experience}, "
+                                     f"epoch {self.epoch + 1}")
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self.epoch += 1
+        self.bar.set_postfix_str(f"task {strategy.experience.current_experience + 1} epoch {self.epoch}")
+        self.bar.update(1)
+
+
+class PeakMemory:
+    """Peak resident memory of this process from now on (Linux: resets the kernel's high-water mark)."""
+
+    def __init__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+    @staticmethod
+    def mb() -> float:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tensor_bytes(obj: Any, seen: set[int] | None = None, depth: int = 0) -> int:
+    """Bytes of the tensors an object holds (through attributes, containers and modules)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 6:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, torch.nn.Module):
+        return sum(tensor_bytes(t, seen, depth + 1) for t in [*obj.parameters(), *obj.buffers()])
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v, seen, depth + 1) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)):
+        return sum(tensor_bytes(v, seen, depth + 1) for v in obj)
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return sum(tensor_bytes(v, seen, depth + 1) for v in vars(obj).values())
+    return 0
+
+
+def extra_state_bytes(strategy, plugins: list, baseline_params: int) -> int:
+    """What a method keeps beyond the plain network: plugin state (Fisher and old weights, old
+    models, exemplars) plus parameters beyond the plain backbone and heads (extra columns, growth)."""
+    held = sum(tensor_bytes(p) for p in plugins)
+    # parameters live in the model, not in the state a method adds
+    model_ids = {id(p) for p in strategy.model.parameters()}
+    held -= sum(p.numel() * p.element_size() for p in _held_params(plugins) if id(p) in model_ids)
+    extra_params = max(0, models.count_params(strategy.model) - baseline_params)
+    return held + extra_params * 4
+
+
+def _held_params(plugins: list) -> list[torch.Tensor]:
+    return [p for plugin in plugins for v in vars(plugin).values()
+            if isinstance(v, torch.nn.Module) for p in v.parameters()]
+
+
+def provenance() -> dict[str, Any]:
+    import avalanche
+    import torchvision
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "avalanche": avalanche.__version__,
+                     "numpy": np.__version__},
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "host": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                 "cpus": os.cpu_count()},
+    }
+
+
+def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress: bool = True,
+             device: str = "cpu") -> dict[str, Any]:
+    """Train and evaluate one cell; returns its record (status ok). Exceptions propagate."""
+    start = time.time()
+    peak = PeakMemory()
+    seed_everything(config["seed"], threads)
+    data = load_dataset(config["dataset"], data_root, download=False)
+    if config["holdout"]:
+        data = holdout_split(data, config["holdout"])
+    split = task_split(data)
+    bench = build_benchmark(data, config["scenario"])
+    info = registry.get(config["strategy"])
+    ctx = StrategyContext(
+        dataset=config["dataset"], scenario=config["scenario"], task_classes=split.task_classes,
+        memory=config["memory"], epochs=config["epochs"], batch_size=config["batch_size"],
+        eval_batch_size=config["eval_batch_size"], optimizer=config["optimizer"],
+        params=config["params"], backbone=config["backbone"], seed=config["seed"], device=device)
+    strategy = info.build(ctx)
+    method_plugins = list(strategy.plugins)
+
+    n_tasks = split.n_tasks
+    epochs_total = config["epochs"] * (1 if info.whole_stream else n_tasks)
+    label = f"{config['dataset']} {config['scenario']} {config['strategy']} seed {config['seed']}"
+    bar = tqdm(total=epochs_total, desc=label, unit="epoch", disable=not progress, leave=False)
+    accuracy = AccuracyPlugin()
+    strategy.plugins.extend([accuracy, GuardPlugin(bar)])
+
+    rows: list[list[float | None]] = []
+    per_task: list[dict[str, Any]] = []
+    try:
+        if info.whole_stream:
+            strategy.train(bench.train_stream)
+            rows.append(_evaluate(strategy, accuracy, bench.test_stream, n_tasks, n_tasks))
+        else:
+            for i, experience in enumerate(bench.train_stream):
+                strategy.train(experience)
+                rows.append(_evaluate(strategy, accuracy, bench.test_stream[: i + 1], i + 1, n_tasks))
+                report = getattr(strategy, "task_report", None) or _plugin_report(method_plugins)
+                if report is not None:
+                    per_task.append(report())
+    finally:
+        bar.close()
+
+    features = ctx.features()
+    baseline = models.count_params(features) + (features.out_features + 1) * split.n_classes
+    record: dict[str, Any] = {
+        "status": "ok",
+        "error": None,
+        "config": config,
+        "acc_matrix": rows,
+        "metrics": metrics.summarize(rows),
+        "time_s": round(time.time() - start, 2),
+        "peak_rss_mb": round(peak.mb(), 1),
+        "params": models.count_params(strategy.model),
+        "extra_state_bytes": extra_state_bytes(strategy, method_plugins, baseline),
+        "data_checksums": data.checksums,
+        "data_official": data.official,
+        "data_mismatched": data.mismatched,
+        "data_unverified": data.unverified,
+        "device": device,
+        "threads": threads,
+        **provenance(),
+    }
+    if per_task:
+        record["per_task"] = per_task
+    return record
+
+
+def _plugin_report(plugins: list):
+    for plugin in plugins:
+        if hasattr(plugin, "task_report"):
+            return plugin.task_report
+    return None
+
+
+def _evaluate(strategy, accuracy: AccuracyPlugin, experiences, n_seen: int, n_tasks: int) -> list[float | None]:
+    accuracy.accuracy.clear()
+    strategy.eval(experiences)
+    return [round(accuracy.accuracy[j], 6) if j < n_seen else None for j in range(n_tasks)]

@@ -1,0 +1,154 @@
+"""What every strategy file gets: a context with the protocol's settings and the shared pieces.
+
+A strategy file in `strategies/` builds an Avalanche strategy from a
+`StrategyContext`. The context hands out the dataset's backbone with the
+scenario's head, the protocol's optimizer, and the matched replay memory, and
+`ctx.template(...)` assembles an Avalanche template that reads minibatches
+straight from in-memory tensors (Avalanche's per-sample DataLoader is several
+times slower than the training itself on these small networks).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from bench import models
+
+
+class TensorBatches:
+    """Minibatches over in-memory tensors; shuffled by its own generator so runs are reproducible."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], batch_size: int, shuffle: bool,
+                 generator: torch.Generator | None = None):
+        self.tensors, self.batch_size, self.shuffle, self.generator = tensors, batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        n = len(self.tensors[0])
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        n = len(self.tensors[0])
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield [t[idx] for t in self.tensors]
+
+
+def materialize(dataset) -> list[torch.Tensor]:
+    """All (x, y, task) of an Avalanche dataset as tensors, read in one pass."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=4096, shuffle=False,
+                        collate_fn=getattr(dataset, "collate_fn", None))
+    parts = list(zip(*loader))
+    return [torch.cat(p) for p in parts]
+
+
+class FastLoading:
+    """Mixin for Avalanche templates: the train and eval loaders iterate tensors, not samples.
+
+    The adapted dataset (experience plus any memory a plugin concatenated) is read
+    once per experience; epochs then cost only the model's own compute.
+    """
+
+    data_generator: torch.Generator
+
+    def make_train_dataloader(self, shuffle: bool = True, **kwargs):
+        self.dataloader = TensorBatches(materialize(self.adapted_dataset), self.train_mb_size,
+                                        shuffle, self.data_generator)
+
+    def make_eval_dataloader(self, **kwargs):
+        self.dataloader = TensorBatches(materialize(self.adapted_dataset), self.eval_mb_size, False)
+
+
+_fast_classes: dict[type, type] = {}
+
+
+def fast(template_cls: type) -> type:
+    """The Avalanche template class with `FastLoading` mixed in (one subclass per template)."""
+    if template_cls not in _fast_classes:
+        _fast_classes[template_cls] = type(f"Fast{template_cls.__name__}", (FastLoading, template_cls), {})
+    return _fast_classes[template_cls]
+
+
+@dataclass
+class StrategyContext:
+    """A cell's resolved protocol: what a strategy file may read to build itself."""
+
+    dataset: str
+    scenario: str
+    task_classes: tuple[tuple[int, ...], ...]
+    memory: int
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    optimizer: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+    backbone: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_classes)
+
+    @property
+    def n_classes(self) -> int:
+        return sum(len(c) for c in self.task_classes)
+
+    @property
+    def spec(self) -> models.BackboneSpec | None:
+        return models.backbone_spec(self.dataset, self.backbone)
+
+    def features(self) -> nn.Module:
+        return models.build_features(self.dataset, self.backbone)
+
+    def model(self, features: nn.Module | None = None) -> nn.Module:
+        """Backbone plus the scenario's head: one head per task (Task-IL) or one growing head (Class-IL)."""
+        from bench.heads import ClassILNet, TaskILNet
+
+        features = features or self.features()
+        return TaskILNet(features) if self.scenario == "task-il" else ClassILNet(features)
+
+    def make_optimizer(self, params, overrides: dict[str, Any] | None = None) -> torch.optim.Optimizer:
+        cfg = {**self.optimizer, **(overrides or {})}
+        name = cfg.get("name", "sgd")
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
+                                   weight_decay=cfg.get("weight_decay", 0.0))
+        if name == "adam":
+            return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+        raise ValueError(f"unknown optimizer {name!r} (valid: sgd, adam)")
+
+    def replay(self):
+        """The matched class-balanced memory, or None when the budget is 0."""
+        from bench.memory import ClassBalancedReplay
+
+        return ClassBalancedReplay(self.memory, seed=self.seed) if self.memory > 0 else None
+
+    def template(self, cls: type | None = None, plugins: Sequence[Any] = (), replay: bool = True,
+                 **kwargs):
+        """An Avalanche strategy of class `cls` with the protocol's optimizer, epochs and batch sizes.
+
+        `replay=True` adds the shared memory (when the budget is non-zero), so every
+        strategy without a memory of its own gets the same one. Templates that build
+        their own model from a feature extractor (iCaRL) pass theirs in `kwargs`.
+        """
+        from avalanche.training.templates import SupervisedTemplate
+
+        if "feature_extractor" not in kwargs:
+            kwargs.setdefault("model", self.model())
+            kwargs.setdefault("criterion", nn.CrossEntropyLoss())
+            kwargs.setdefault("optimizer", self.make_optimizer(kwargs["model"].parameters()))
+        plugins = list(plugins)
+        memory = self.replay() if replay else None
+        if memory is not None:
+            plugins.append(memory)
+        strategy = fast(cls or SupervisedTemplate)(
+            train_mb_size=self.batch_size, train_epochs=self.epochs, eval_mb_size=self.eval_batch_size,
+            device=self.device, plugins=plugins, evaluator=None, **kwargs)
+        strategy.data_generator = torch.Generator().manual_seed(self.seed)
+        return strategy

@@ -1,0 +1,1 @@
+"""Continual-learning strategies, one module per method; `bench.registry` finds them by name."""

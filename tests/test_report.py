@@ -1,0 +1,272 @@
+"""Tests for bench.report: tables and plots rebuilt from hand-made run records.
+
+The records are synthetic JSON with known numbers, so every expected cell of
+the tables can be written down exactly; nothing is trained.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_record(strategy: str, seed: int, final_acc: float = 0.9, *, status: str = "ok",
+                dataset: str = "mnist", scenario: str = "class-il", memory: int = 200,
+                epochs: int = 2, config_hash: str | None = None, per_task=None,
+                time_s: float = 10.0, extra: int = 2_000_000) -> dict:
+    """A run record; accuracy matrix over 2 tasks whose last row averages to final_acc."""
+    config = {"dataset": dataset, "scenario": scenario, "strategy": strategy, "seed": seed,
+              "memory": memory, "epochs": epochs, "backbone": "mlp",
+              "hash": config_hash or f"{strategy}-{memory}-{epochs}"}
+    if status != "ok":
+        return {"status": status, "error": "CUDA out of memory", "config": config,
+                "acc_matrix": None, "metrics": None, "time_s": 1.0}
+    record = {
+        "status": "ok", "error": None, "config": config,
+        "acc_matrix": [[1.0, None], [final_acc - 0.05, final_acc + 0.05]],
+        "metrics": {"final_acc": final_acc, "avg_inc_acc": (1.0 + final_acc) / 2,
+                    "forgetting": 0.1, "bwt": -0.1},
+        "time_s": time_s, "peak_rss_mb": 900.0, "params": 1000, "extra_state_bytes": extra,
+        "device": "cpu",
+    }
+    if per_task is not None:
+        record["per_task"] = per_task
+    return record
+
+
+def write(runs: Path, name: str, payload) -> None:
+    path = runs / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+
+
+IB_PER_TASK = [{"active": [100, 50], "widths": [400, 200], "grown": [0, 0], "params": 10, "sparsity": 70.0},
+               {"active": [200, 100], "widths": [400, 200], "grown": [0, 0], "params": 20, "sparsity": 50.0}]
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """A results directory covering every case the report must handle."""
+    runs = tmp_path / "runs"
+    write(runs, "replay_s0.json", make_record("replay", 0, 0.80, time_s=10.0))
+    write(runs, "replay_s1.json", make_record("replay", 1, 0.90, time_s=20.0))
+    write(runs, "naive_s0.json", make_record("naive", 0, 0.50))
+    write(runs, "nested/ewc_s0.json", make_record("ewc", 0, 0.70))   # found recursively
+    write(runs, "nested/ewc_s1.json", make_record("ewc", 1, status="failed"))
+    write(runs, "lwf_e2.json", make_record("lwf", 0, 0.60, epochs=2))
+    write(runs, "lwf_e10.json", make_record("lwf", 0, 0.65, epochs=10))
+    write(runs, "agem_s0.json", make_record("agem", 0, 0.55))  # not in the fixed order
+    write(runs, "ib_s0.json", make_record("ib", 0, 0.95, per_task=IB_PER_TASK))
+    write(runs, "cifar_naive.json", make_record("naive", 0, 0.30, dataset="cifar10", scenario="task-il"))
+    write(runs, "broken.json", '{"status": "ok", "config": {')
+    write(runs, "nohash.json", {"status": "ok", "config": {"dataset": "mnist", "scenario": "class-il",
+                                                           "strategy": "naive", "seed": 3}})
+    no_metrics = make_record("naive", 4)
+    del no_metrics["metrics"]["bwt"]
+    write(runs, "nobwt.json", no_metrics)
+    write(runs, "alist.json", [1, 2, 3])
+    return tmp_path
+
+
+def table_rows(md: str) -> dict[str, list[str]]:
+    """Markdown pipe-table body rows keyed by their first cell."""
+    lines = [l for l in md.splitlines() if l.startswith("|")][2:]
+    cells = [[c.strip() for c in l.strip("|").split(" | ")] for l in lines]
+    return {row[0]: row[1:] for row in cells}
+
+
+def test_load_records_skips_invalid_files_and_names_them(results: Path, capsys) -> None:
+    records, skipped = report.load_records(results)
+    err = capsys.readouterr().err
+    assert len(records) == 10
+    reasons = {Path(p).name: r for p, r in skipped}
+    assert set(reasons) == {"broken.json", "nohash.json", "nobwt.json", "alist.json"}
+    assert "not valid JSON" in reasons["broken.json"]
+    assert "config.hash" in reasons["nohash.json"]
+    assert "metrics.bwt" in reasons["nobwt.json"]
+    assert "not a JSON object" in reasons["alist.json"]
+    for name in reasons:
+        assert name in err
+
+
+def test_missing_runs_directory_gives_nothing(tmp_path: Path) -> None:
+    assert report.load_records(tmp_path) == ([], [])
+    assert report.write_tables(tmp_path) == []
+
+
+def test_summary_frame_statistics(results: Path) -> None:
+    records, _ = report.load_records(results)
+    frame = report.summary_frame(records)
+    mnist = frame[frame["dataset"] == "mnist"]
+    assert list(mnist["label"]) == ["naive", "replay", "ewc", "lwf (epochs 2)", "lwf (epochs 10)",
+                                    "ib", "agem"]
+    replay = mnist.set_index("label").loc["replay"]
+    assert replay["n_seeds"] == 2 and replay["n_failed"] == 0
+    assert replay["final_acc_mean"] == pytest.approx(0.85)
+    assert replay["final_acc_std"] == pytest.approx(math.sqrt(0.005))  # ddof=1
+    assert replay["time_s_mean"] == pytest.approx(15.0)
+    assert replay["memory"] == 200 and replay["epochs"] == 2
+    ewc = mnist.set_index("label").loc["ewc"]
+    assert ewc["n_seeds"] == 2 and ewc["n_failed"] == 1
+    naive = mnist.set_index("label").loc["naive"]
+    assert math.isnan(naive["final_acc_std"])  # undefined with one seed
+
+
+def test_tables_in_three_formats(results: Path) -> None:
+    paths = report.write_tables(results)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(f"{s}.{ext}" for s in ("mnist_class-il", "cifar10_task-il")
+                           for ext in ("md", "csv", "tex"))
+    assert all(p.parent == results / "tables" and p.stat().st_size > 0 for p in paths)
+    assert not list((results / "tables").glob("*.tmp"))
+
+    md = (results / "tables" / "mnist_class-il.md").read_text()
+    caption = md.splitlines()[0]
+    assert "mnist" in caption and "class-il" in caption and "200 exemplars" in caption
+    assert "mean ± std over seeds" in caption and "ddof=1" in caption
+    rows = table_rows(md)
+    assert list(rows) == ["naive", "replay", "ewc", "lwf (epochs 2)", "lwf (epochs 10)", "ib", "agem"]
+    header = [c.strip() for c in md.splitlines()[2].strip("|").split(" | ")]
+    assert header == ["Strategy", "Final acc (%)", "Avg inc. acc (%)", "Forgetting (%)", "BWT (%)",
+                      "Time (s)", "Params", "Extra state (MB)", "Memory (exemplars)", "Seeds"]
+    assert rows["replay"] == ["85.00 ± 7.07", "92.50 ± 3.54", "10.00 ± 0.00", "-10.00 ± 0.00",
+                              "15.0 ± 7.1", "1,000", "2.00 ± 0.00", "200", "2"]
+    assert rows["naive"][:2] == ["50.00", "75.00"]  # one seed: mean only
+    assert rows["naive"][-1] == "1"
+    assert rows["lwf (epochs 2)"][0] == "60.00" and rows["lwf (epochs 10)"][0] == "65.00"
+
+
+def test_failed_seed_never_becomes_numbers(results: Path) -> None:
+    report.write_tables(results)
+    tables = results / "tables"
+    ewc = table_rows((tables / "mnist_class-il.md").read_text())["ewc"]
+    assert ewc[:7] == ["failed (1/2)"] * 7
+    assert ewc[-1] == "2"
+    assert "70.00" not in " ".join(ewc)
+
+    with open(tables / "mnist_class-il.csv", newline="") as fh:
+        by_label = {row["label"]: row for row in csv.DictReader(fh)}
+    assert by_label["ewc"]["status"] == "failed" and by_label["ewc"]["n_failed"] == "1"
+    assert by_label["ewc"]["final_acc_mean"] == "" and by_label["ewc"]["time_s_mean"] == ""
+    assert by_label["replay"]["status"] == "ok"
+
+    tex = (tables / "mnist_class-il.tex").read_text()
+    ewc_line = next(l for l in tex.splitlines() if l.startswith("ewc &"))
+    assert ewc_line.count("failed (1/2)") == 7
+
+
+def test_csv_is_machine_readable(results: Path) -> None:
+    report.write_tables(results)
+    with open(results / "tables" / "mnist_class-il.csv", newline="") as fh:
+        by_label = {row["label"]: row for row in csv.DictReader(fh)}
+    replay = by_label["replay"]
+    assert float(replay["final_acc_mean"]) == pytest.approx(0.85)
+    assert float(replay["final_acc_std"]) == pytest.approx(0.0707107, abs=1e-6)
+    assert replay["memory"] == "200" and replay["n_seeds"] == "2"
+    assert by_label["naive"]["final_acc_std"] == ""
+    assert by_label["lwf (epochs 10)"]["epochs"] == "10"
+
+
+def test_latex_table_is_escaped(results: Path) -> None:
+    report.write_tables(results)
+    tex = (results / "tables" / "mnist_class-il.tex").read_text()
+    assert "\\begin{tabular}{lrrrrrrrrr}" in tex and "\\end{tabular}" in tex
+    assert "Final acc (\\%)" in tex
+    assert "85.00 $\\pm$ 7.07" in tex
+    assert "±" not in tex.replace("% ", "", 1).split("\\begin{tabular}")[1]
+    assert report.latex_escape("a_b 50% ±") == "a\\_b 50\\% $\\pm$"
+    assert report.latex_escape("{x}\\") == "\\{x\\}\\textbackslash{}"
+
+
+def test_extra_state_in_kb_when_small(tmp_path: Path) -> None:
+    write(tmp_path / "runs", "a.json", make_record("replay", 0, 0.8, extra=1500))
+    report.write_tables(tmp_path)
+    md = (tmp_path / "tables" / "mnist_class-il.md").read_text()
+    assert "Extra state (KB)" in md
+    assert table_rows(md)["replay"][6] == "1.5"
+
+
+def test_markdown_table_generic_frame() -> None:
+    import pandas as pd
+    text = report.markdown_table(pd.DataFrame({"name": ["a|b", "c"], "value": [1.5, float("nan")]}))
+    lines = text.splitlines()
+    assert lines[0] == "| name | value |"
+    assert lines[1] == "| ---- | ----: |"
+    assert lines[2] == "| a\\|b |   1.5 |"
+    assert lines[3] == "| c    |       |"
+
+
+def test_markdown_table_of_summary_frame(results: Path) -> None:
+    records, _ = report.load_records(results)
+    text = report.markdown_table(report.summary_frame(records))
+    header = text.splitlines()[0]
+    assert header.startswith("| Dataset") and "Final acc (%)" in header  # several tables: key columns
+    assert "cifar10" in text and "85.00 ± 7.07" in text
+
+
+def test_curve_and_active_fraction_values() -> None:
+    record = make_record("ib", 0, 0.8, per_task=IB_PER_TASK)
+    matrix = report.acc_matrix(record)
+    assert matrix.shape == (2, 2) and math.isnan(matrix[0, 1])
+    np.testing.assert_allclose(report.average_accuracy_curve(matrix), [100.0, 80.0])
+    np.testing.assert_allclose(report.active_fractions(record), [[0.25, 0.25], [0.5, 0.5]])
+    assert report.active_fractions(make_record("ewc", 0)) is None
+
+
+def test_plots_are_valid_pngs(results: Path) -> None:
+    paths = report.write_plots(results)
+    plots = results / "plots"
+    names = {p.name for p in paths}
+    lwf = sorted(n for n in names if n.startswith("mnist_class-il_lwf_"))
+    assert len(lwf) == 2 and all(n.endswith("_matrix.png") for n in lwf)  # one per config hash
+    expected = {"mnist_class-il_curves.png", "cifar10_task-il_curves.png",
+                "mnist_class-il_naive_matrix.png", "mnist_class-il_replay_matrix.png",
+                "mnist_class-il_ewc_matrix.png", "mnist_class-il_ib_matrix.png",
+                "mnist_class-il_agem_matrix.png", "cifar10_task-il_naive_matrix.png",
+                "mnist_class-il_ib_active.png"}
+    assert names == expected | set(lwf)
+    assert [n for n in names if n.endswith("_active.png")] == ["mnist_class-il_ib_active.png"]
+    for path in paths:
+        data = path.read_bytes()
+        assert path.parent == plots and len(data) > 1000 and data[:8] == PNG_MAGIC
+    assert not list(plots.glob("*.tmp"))
+
+
+def test_all_failed_cell_has_no_plot(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write(runs, "a.json", make_record("ewc", 0, status="failed"))
+    write(runs, "b.json", make_record("naive", 0, 0.5))
+    names = {p.name for p in report.write_plots(tmp_path)}
+    assert names == {"mnist_class-il_curves.png", "mnist_class-il_naive_matrix.png"}
+
+
+def test_config_hash_labels_when_no_visible_difference(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write(runs, "a.json", make_record("ewc", 0, 0.7, config_hash="aaaa11112222"))
+    write(runs, "b.json", make_record("ewc", 0, 0.6, config_hash="bbbb11112222"))
+    write(runs, "c.json", make_record("ewc", 0, 0.5, memory=0, config_hash="cccc11112222"))
+    records, _ = report.load_records(tmp_path)
+    labels = list(report.summary_frame(records)["label"])
+    assert labels == ["ewc (memory 0)", "ewc (memory 200, hash aaaa11112222)",
+                      "ewc (memory 200, hash bbbb11112222)"]
+    write(runs, "c.json", make_record("ewc", 0, 0.5, config_hash="cccc11112222"))
+    records, _ = report.load_records(tmp_path)
+    assert list(report.summary_frame(records)["label"]) == [
+        "ewc (hash aaaa11112222)", "ewc (hash bbbb11112222)", "ewc (hash cccc11112222)"]
+
+
+def test_import_is_light() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, bench.report; "
+            "heavy = [m for m in ('torch', 'avalanche', 'matplotlib') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
