@@ -66,7 +66,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torchvision.datasets as tvd
 from PIL import Image
 
 DATASETS: tuple[str, ...] = ("mnist", "cifar10", "cifar100", "omniglot")
@@ -83,7 +82,10 @@ _HINT = ("Pass download=True on a machine with internet access, or point --data-
 
 
 class DataError(Exception):
-    """Missing, unreadable, truncated or malformed data; the message names the file(s)/paths expected."""
+    """Missing, unreadable, truncated or malformed data.
+
+    The message names the file(s) or paths expected.
+    """
 
 
 @dataclass
@@ -112,15 +114,21 @@ class ArrayDataset:
 
 # ---------------------------------------------------------------- official md5s
 
+# Official md5s, as torchvision.datasets lists them (tests check that they agree);
+# copied so that importing this module does not import torchvision (seconds).
 _MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-# torchvision lists only the .gz md5s; these are the official files gunzipped.
 _MNIST_MD5 = {
+    # torchvision lists only the .gz files; these are the official files gunzipped.
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-    **dict(tvd.MNIST.resources),
+    # torchvision.datasets.MNIST.resources
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 
 
@@ -135,20 +143,25 @@ class _CifarFormat:
     md5: dict[str, str]
 
 
-def _cifar_format(cls: type, label_key: str) -> _CifarFormat:
-    return _CifarFormat(
-        folder=cls.base_folder,
-        train=tuple(f for f, _ in cls.train_list),
-        test=tuple(f for f, _ in cls.test_list),
-        meta=cls.meta["filename"],
-        label_key=label_key,
-        names_key=cls.meta["key"],
-        md5={**dict(cls.train_list), **dict(cls.test_list), cls.meta["filename"]: cls.meta["md5"]},
-    )
-
-
-_CIFAR = {"cifar10": _cifar_format(tvd.CIFAR10, "labels"),
-          "cifar100": _cifar_format(tvd.CIFAR100, "fine_labels")}
+_CIFAR = {
+    "cifar10": _CifarFormat(  # torchvision.datasets.CIFAR10.train_list, test_list, meta
+        folder="cifar-10-batches-py",
+        train=("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"),
+        test=("test_batch",), meta="batches.meta", label_key="labels", names_key="label_names",
+        md5={"data_batch_1": "c99cafc152244af753f735de768cd75f",
+             "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+             "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+             "data_batch_4": "634d18415352ddfa80567beed471001a",
+             "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+             "test_batch": "40351d587109b95175f43aff81a1287e",
+             "batches.meta": "5ff9c542aee3614f3951f8cda6e48888"}),
+    "cifar100": _CifarFormat(  # torchvision.datasets.CIFAR100.train_list, test_list, meta
+        folder="cifar-100-python", train=("train",), test=("test",), meta="meta",
+        label_key="fine_labels", names_key="fine_label_names",
+        md5={"train": "16019d7e3df5f24257cddd939b257f8d",
+             "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+             "meta": "7973b15100ade9c7d40fb424638fde48"}),
+}
 
 
 # ---------------------------------------------------------------- public entry point
@@ -200,7 +213,8 @@ class _Ledger:
     def dataset(self, name: str, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                 y_test: torch.Tensor, class_names: list[str], **extra: Any) -> ArrayDataset:
         return ArrayDataset(name, x_train, y_train, x_test, y_test, class_names,
-                            dict(self.checksums), list(self.mismatched), list(self.unverified), **extra)
+                            dict(self.checksums), list(self.mismatched), list(self.unverified),
+                            **extra)
 
 
 def _read_bytes(path: str | Path) -> bytes:
@@ -236,9 +250,9 @@ def _missing(name: str, root: Path) -> list[str]:
 
 
 def _describe_missing(name: str, root: Path, missing: list[str]) -> str:
-    gz = " (or the same with .gz)" if name == "mnist" else ""
+    gz = " (each may instead be the official .gz)" if name == "mnist" else ""
     paths = "\n  ".join(str(root / rel) for rel in missing)
-    return f"{name}: expected{gz}\n  {paths}\n"
+    return f"Expected{gz}:\n  {paths}\n"
 
 
 def _ensure_present(name: str, root: Path, download: bool) -> None:
@@ -264,21 +278,26 @@ def _ensure_present(name: str, root: Path, download: bool) -> None:
                         + _describe_missing(name, root, still) + _HINT)
 
 
+def _torchvision_datasets():
+    import torchvision.datasets  # on demand: importing it takes seconds
+    return torchvision.datasets
+
+
 def _fetch_mnist(dest: str) -> None:
-    tvd.MNIST(dest, download=True)
+    _torchvision_datasets().MNIST(dest, download=True)
 
 
 def _fetch_cifar10(dest: str) -> None:
-    tvd.CIFAR10(dest, download=True)
+    _torchvision_datasets().CIFAR10(dest, download=True)
 
 
 def _fetch_cifar100(dest: str) -> None:
-    tvd.CIFAR100(dest, download=True)
+    _torchvision_datasets().CIFAR100(dest, download=True)
 
 
 def _fetch_omniglot(dest: str) -> None:
-    tvd.Omniglot(dest, background=True, download=True)
-    tvd.Omniglot(dest, background=False, download=True)
+    _torchvision_datasets().Omniglot(dest, background=True, download=True)
+    _torchvision_datasets().Omniglot(dest, background=False, download=True)
 
 
 # name -> (torchvision downloader writing under a root, the folder it fills)
@@ -331,8 +350,10 @@ def _load_mnist(root: Path, ledger: _Ledger) -> ArrayDataset:
         if path.suffix == ".gz":
             data = _gunzip(data, path)
         arrays[stem] = (_parse_idx(data, path, ndim=3 if "images" in stem else 1), path)
-    x_train, y_train = _mnist_split(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"])
-    x_test, y_test = _mnist_split(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
+    x_train, y_train = _mnist_split(arrays["train-images-idx3-ubyte"],
+                                    arrays["train-labels-idx1-ubyte"])
+    x_test, y_test = _mnist_split(arrays["t10k-images-idx3-ubyte"],
+                                  arrays["t10k-labels-idx1-ubyte"])
     return ledger.dataset("mnist", x_train, y_train, x_test, y_test, [str(d) for d in range(10)])
 
 
@@ -344,9 +365,10 @@ def _gunzip(data: bytes, path: Path) -> bytes:
 
 
 def _parse_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
-    """Parse an idx file of unsigned bytes: magic 00 00 08 <ndim>, ndim big-endian int32 sizes, data."""
+    """Parse an unsigned-byte idx file: magic 00 00 08 <ndim>, ndim big-endian int32 sizes, data."""
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise DataError(f"{path}: not an unsigned-byte idx file (magic {data[:4].hex() or 'missing'})")
+        magic = data[:4].hex() or "missing"
+        raise DataError(f"{path}: not an unsigned-byte idx file (magic {magic})")
     if data[3] != ndim:
         raise DataError(f"{path}: idx file has {data[3]} dimensions, expected {ndim}")
     header = 4 + 4 * ndim
@@ -356,7 +378,8 @@ def _parse_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
     expected = header + int(np.prod(dims))
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "trailing bytes after the data in"
-        raise DataError(f"{path}: {what} idx file: {len(data)} bytes, header {dims} implies {expected}")
+        raise DataError(f"{path}: {what} idx file: {len(data)} bytes, "
+                        f"header {dims} implies {expected}")
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
@@ -400,7 +423,8 @@ def _unpickle(data: bytes, path: Path) -> dict:
         # encoding="bytes": the official files are Python 2 pickles.
         obj = pickle.loads(data, encoding="bytes")
     except Exception as e:  # truncation surfaces as EOFError, UnpicklingError, ValueError...
-        raise DataError(f"{path}: unreadable pickle, truncated or corrupt ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: unreadable pickle, truncated or corrupt "
+                        f"({type(e).__name__}: {e})") from e
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a pickled dict, found {type(obj).__name__}")
     return obj
@@ -418,9 +442,11 @@ def _text(s: Any) -> str:
     return s.decode("utf-8") if isinstance(s, bytes) else str(s)
 
 
-def _cifar_batch(batch: dict, path: Path, label_key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_batch(batch: dict, path: Path, label_key: str, n_classes: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
     x = _field(batch, "data", path)
-    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+    if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2
+            and x.shape[1] == 3 * 32 * 32):
         shape = getattr(x, "shape", type(x).__name__)
         raise DataError(f"{path}: 'data' must be a uint8 array of N x 3072, found {shape}")
     try:
@@ -530,7 +556,8 @@ def _omniglot_images(key: str, train: list[_Drawing], test: list[_Drawing], root
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     cache = _cache_dir() / f"omniglot-{key}.pt"
     shape = (OMNIGLOT_SIZE, OMNIGLOT_SIZE)
-    cached = _read_cache(cache, {"x_train": (len(train), 1, *shape), "x_test": (len(test), 1, *shape)})
+    cached = _read_cache(cache, {"x_train": (len(train), 1, *shape),
+                                 "x_test": (len(test), 1, *shape)})
     if cached is not None:
         return cached["x_train"], cached["x_test"]
     x_train = _decode_all(train, root)
@@ -549,7 +576,8 @@ def _decode_all(drawings: list[_Drawing], root: Path) -> torch.Tensor:
 def _decode_omniglot(data: bytes, path: Path) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
-            small = im.convert("L").resize((OMNIGLOT_SIZE, OMNIGLOT_SIZE), Image.Resampling.BILINEAR)
+            small = im.convert("L").resize((OMNIGLOT_SIZE, OMNIGLOT_SIZE),
+                                           Image.Resampling.BILINEAR)
     except Exception as e:  # PIL reports bad files as OSError, SyntaxError, ValueError...
         raise DataError(f"{path}: unreadable PNG ({type(e).__name__}: {e})") from e
     return 255 - np.asarray(small, dtype=np.uint8)  # strokes bright on a 0 background
@@ -558,7 +586,8 @@ def _decode_omniglot(data: bytes, path: Path) -> np.ndarray:
 # ---------------------------------------------------------------- decoded-image cache
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "clbench").expanduser()
+    default = Path.home() / ".cache" / "clbench"
+    return Path(os.environ.get("BENCH_CACHE_DIR") or default).expanduser()
 
 
 def _read_cache(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor] | None:
@@ -587,6 +616,7 @@ def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         torch.save(tensors, tmp)
         os.replace(tmp, path)  # readers never see a half-written file
     except OSError as e:
-        warnings.warn(f"could not write the cache {path}: {e}; images will be decoded again next time")
+        warnings.warn(f"could not write the cache {path}: {e}; "
+                      "the images will be decoded again next time")
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)

@@ -18,7 +18,33 @@ class ClassILNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-class TaskILNet(MultiTaskModule):
+class MultiHeadModule(MultiTaskModule):
+    """A MultiTaskModule whose outputs for smaller heads are padded with a large negative value.
+
+    Avalanche pads with zeros, which beat a head's logits whenever they are all negative,
+    so argmax could pick a unit that belongs to no class of the task (Omniglot's heads
+    differ in size).
+    """
+
+    PAD = -1000.0  # Avalanche's own mask value for unused units
+
+    def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor | dict:
+        if task_labels is None:  # every known task's output, as LwF asks of an old model
+            return self.forward_all_tasks(x)
+        if isinstance(task_labels, int):
+            return self.forward_single_task(x, task_labels)
+        tasks = torch.unique(task_labels)
+        if len(tasks) == 1:
+            return self.forward_single_task(x, int(tasks[0]))
+        out = torch.full((x.shape[0], self.max_class_label), self.PAD, device=x.device)
+        for task in tasks:
+            mask = task_labels == task
+            logits = self.forward_single_task(x[mask], int(task))
+            out[mask, : logits.shape[1]] = logits
+        return out
+
+
+class TaskILNet(MultiHeadModule):
     """Task-IL: a shared backbone and one head per task, chosen by the task label."""
 
     def __init__(self, features: nn.Module, initial_classes: int = 2):

@@ -3,19 +3,35 @@
 After each experience the memory takes a random sample of every new class and
 then shrinks every class to an equal share of the budget (the first classes get
 the remainder). Classes are keyed by (task label, class id) so Task-IL's
-per-task class ids, which restart at zero, do not collide. Training data for the
-next experience is the experience's data concatenated with the memory.
+per-task class ids, which restart at zero, do not collide.
+
+Replay follows Avalanche's ReplayPlugin: every minibatch of the new task is
+joined by a minibatch of the same size drawn from the memory, so 200 stored
+samples are not drowned out by 12,000 new ones. It works on tensors rather than
+through Avalanche's ReplayDataLoader, which reads one sample at a time.
 """
 from __future__ import annotations
 
 import torch
-from avalanche.benchmarks.utils import concat_datasets
-from avalanche.benchmarks.utils.classification_dataset import (
-    _make_taskaware_tensor_classification_dataset as tensor_dataset,
-)
 from avalanche.core import SupervisedPlugin
 
-from bench.strategy import materialize
+from bench.strategy import TensorBatches, materialize
+
+
+class ReplayBatches:
+    """Each minibatch of `batches` joined by as many samples drawn at random from `memory`."""
+
+    def __init__(self, batches: TensorBatches, memory: list[torch.Tensor], generator: torch.Generator):
+        self.batches, self.memory, self.generator = batches, memory, generator
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        n = len(self.memory[0])
+        for batch in self.batches:
+            idx = torch.randint(n, (len(batch[0]),), generator=self.generator)
+            yield [torch.cat([b, m[idx]]) for b, m in zip(batch, self.memory)]
 
 
 class ClassBalancedReplay(SupervisedPlugin):
@@ -39,12 +55,9 @@ class ClassBalancedReplay(SupervisedPlugin):
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for v in self.by_class.values() for t in v)
 
-    def after_train_dataset_adaptation(self, strategy, **kwargs):
-        if not self.by_class:
-            return
-        x, y, t = self.tensors()
-        strategy.adapted_dataset = concat_datasets(
-            [strategy.adapted_dataset, tensor_dataset(x, y, task_labels=t.tolist())])
+    def before_training_exp(self, strategy, **kwargs):
+        if self.by_class:
+            strategy.dataloader = ReplayBatches(strategy.dataloader, self.tensors(), self.generator)
 
     def after_training_exp(self, strategy, **kwargs):
         x, y, t = materialize(strategy.experience.dataset.eval())

@@ -61,7 +61,12 @@ class FastLoading:
                                         shuffle, self.data_generator)
 
     def make_eval_dataloader(self, **kwargs):
-        self.dataloader = TensorBatches(materialize(self.adapted_dataset), self.eval_mb_size, False)
+        # test sets are read once per cell, not once per evaluation (T(T+1)/2 of them)
+        cache = self.__dict__.setdefault("_eval_tensors", {})
+        key = id(self.experience.dataset)
+        if key not in cache:
+            cache[key] = materialize(self.adapted_dataset)
+        self.dataloader = TensorBatches(cache[key], self.eval_mb_size, False)
 
 
 _fast_classes: dict[type, type] = {}

@@ -59,7 +59,8 @@ def _labels(classes: Iterable[int], per_class: int, rng: np.random.Generator) ->
 
 
 def _split(n_classes: int, shape: tuple[int, ...], classes: Iterable[int], n_train_per_class: int,
-           n_test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+           n_test_per_class: int, seed: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     prototypes = rng.uniform(0, 255, (n_classes, *shape))
     classes = list(classes)
@@ -126,21 +127,29 @@ def _write_cifar(folder: Path, batches: dict[str, tuple[np.ndarray, dict[str, np
 
 
 def write_cifar10(root: str | os.PathLike, n_train_per_class: int = 5, n_test_per_class: int = 2,
-                  classes: Iterable[int] = range(10), seed: int = 0, str_keys: bool = False) -> Fake:
-    """cifar-10-batches-py/ with data_batch_1..5 (training images dealt in order), test_batch, batches.meta."""
+                  classes: Iterable[int] = range(10), seed: int = 0,
+                  str_keys: bool = False) -> Fake:
+    """cifar-10-batches-py/: data_batch_1..5 (training images in order), test_batch, batches.meta.
+
+    `str_keys`: str keys and strings, as make_data_root.py writes them, instead
+    of the bytes that the official (Python 2) pickles load with.
+    """
     x_train, y_train, x_test, y_test = _split(10, (3, 32, 32), classes, n_train_per_class,
                                               n_test_per_class, seed)
     parts = np.array_split(np.arange(len(y_train)), 5)
-    batches = {f"data_batch_{i + 1}": (x_train[p], {"labels": y_train[p]}) for i, p in enumerate(parts)}
+    batches = {f"data_batch_{i + 1}": (x_train[p], {"labels": y_train[p]})
+               for i, p in enumerate(parts)}
     batches["test_batch"] = (x_test, {"labels": y_test})
-    meta = {"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": len(parts[0]), "num_vis": 3072}
+    meta = {"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": len(parts[0]),
+            "num_vis": 3072}
     folder = Path(root) / "cifar-10-batches-py"
     files = _write_cifar(folder, batches, "batches.meta", meta, str_keys)
     return Fake(folder, files, list(CIFAR10_CLASSES), y_train, y_test, x_train, x_test)
 
 
 def write_cifar100(root: str | os.PathLike, n_train_per_class: int = 2, n_test_per_class: int = 1,
-                   classes: Iterable[int] = range(100), seed: int = 0, str_keys: bool = False) -> Fake:
+                   classes: Iterable[int] = range(100), seed: int = 0,
+                   str_keys: bool = False) -> Fake:
     """cifar-100-python/ with train, test (fine and coarse labels) and meta."""
     x_train, y_train, x_test, y_test = _split(100, (3, 32, 32), classes, n_train_per_class,
                                               n_test_per_class, seed)
@@ -150,8 +159,8 @@ def write_cifar100(root: str | os.PathLike, n_train_per_class: int = 2, n_test_p
     # Like the official files, batches hold coarse labels too; a loader must use the fine ones.
     batches = {"train": (x_train, {"fine_labels": y_train, "coarse_labels": y_train // 5}),
                "test": (x_test, {"fine_labels": y_test, "coarse_labels": y_test // 5})}
-    files = _write_cifar(folder, batches, "meta", {"fine_label_names": fine, "coarse_label_names": coarse},
-                         str_keys)
+    meta = {"fine_label_names": fine, "coarse_label_names": coarse}
+    files = _write_cifar(folder, batches, "meta", meta, str_keys)
     return Fake(folder, files, fine, y_train, y_test, x_train, x_test)
 
 
@@ -173,8 +182,10 @@ def write_omniglot(root: str | os.PathLike, n_alphabets_background: int = 3,
     background alphabets sorted, then evaluation alphabets sorted; drawers
     1-15 train, the rest test.
     """
-    bg = list(background_names or [f"Background_Script_{i:02d}" for i in range(n_alphabets_background)])
-    ev = list(evaluation_names or [f"Evaluation_Script_{i:02d}" for i in range(n_alphabets_evaluation)])
+    bg = list(background_names
+              or [f"Background_Script_{i:02d}" for i in range(n_alphabets_background)])
+    ev = list(evaluation_names
+              or [f"Evaluation_Script_{i:02d}" for i in range(n_alphabets_evaluation)])
     rng = np.random.default_rng(seed)
     base = Path(root) / "omniglot-py"
     cells = 7  # the pattern is drawn on a cells x cells grid, then scaled up to size x size
@@ -211,8 +222,8 @@ WRITERS = {"mnist": write_mnist, "cifar10": write_cifar10, "cifar100": write_cif
            "omniglot": write_omniglot}
 
 
-def make_data_root(tmp_path: str | os.PathLike, datasets: Sequence[str] = ("mnist", "cifar10", "cifar100",
-                                                                           "omniglot"),
+def make_data_root(tmp_path: str | os.PathLike,
+                   datasets: Sequence[str] = ("mnist", "cifar10", "cifar100", "omniglot"),
                    seed: int = 0, **sizes: dict) -> Path:
     """A data root under tmp_path holding tiny copies of `datasets`.
 

@@ -1,0 +1,24 @@
+"""Progressive neural networks (Rusu et al. 2016): a new column per task, lateral links from frozen earlier columns.
+
+Avalanche's PNN has MLP columns only; `network.py` builds columns from the
+backbone's layer spec, so convolutional backbones get convolutional columns
+(lateral links are layers of the same kind). Columns may be narrower than the
+backbone (`width_factor` in the protocol) since a network of T tasks holds T
+columns and T(T-1)/2 lateral links per layer.
+"""
+SCENARIOS = ("task-il",)
+MEMORY = "none"
+
+
+def unsupported(dataset, scenario, memory, backbone):
+    if backbone == "resnet18":
+        return "pnn builds its columns from a layer spec; the resnet18 backbone has none"
+    return None
+
+
+def build(ctx):
+    from strategies.pnn.network import ProgressiveNet
+
+    model = ProgressiveNet(ctx.spec, len(ctx.task_classes[0]),
+                           width_factor=float(ctx.params.get("width_factor", 1.0)))
+    return ctx.template(model=model, replay=False)
