@@ -41,7 +41,8 @@ def materialize(dataset) -> list[torch.Tensor]:
     """All (x, y, task) of an Avalanche dataset as tensors, read in one pass."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(dataset, batch_size=4096, shuffle=False,
+    # its own generator: a DataLoader draws a seed, which must not move the global RNG
+    loader = DataLoader(dataset, batch_size=4096, shuffle=False, generator=torch.Generator(),
                         collate_fn=getattr(dataset, "collate_fn", None))
     parts = list(zip(*loader))
     return [torch.cat(p) for p in parts]

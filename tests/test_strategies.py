@@ -1,0 +1,94 @@
+"""Every registered strategy runs a tiny cell end to end, on data written in the official layouts."""
+import math
+
+import pytest
+import torch
+from fakedata import make_data_root
+
+from bench import config as cfg
+from bench import registry
+from bench.cell import run_cell
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_data_root(tmp_path_factory.mktemp("strat"), ("mnist", "cifar10", "cifar100", "omniglot"),
+                          mnist={"n_train_per_class": 12, "n_test_per_class": 4})
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def tiny_config(dataset, scenario, strategy, memory=None, epochs=1, **settings):
+    protocol = cfg.load_protocol(dataset, scenario)
+    protocol.update(epochs=epochs, batch_size=8, **settings)
+    budget = protocol["memory"] if memory is None else memory
+    used = budget if registry.get(strategy).memory != "none" else 0
+    config = cfg.resolve(protocol, dataset, scenario, strategy, seed=0, memory_used=used)
+    config["hash"] = cfg.config_hash(config)
+    return config
+
+
+def check_record(record, n_tasks, whole_stream=False):
+    assert record["status"] == "ok"
+    matrix = record["acc_matrix"]
+    assert len(matrix) == (1 if whole_stream else n_tasks)
+    for i, row in enumerate(matrix):
+        seen = n_tasks if whole_stream else i + 1
+        assert len(row) == n_tasks
+        assert all(0.0 <= a <= 1.0 for a in row[:seen])
+        assert all(a is None for a in row[seen:])
+    assert 0.0 <= record["metrics"]["final_acc"] <= 1.0
+    assert record["params"] > 0 and record["time_s"] > 0 and record["peak_rss_mb"] > 0
+
+
+CELLS = [(name, scenario) for name, info in registry.strategies().items() for scenario in info.scenarios]
+
+
+@pytest.mark.parametrize("strategy,scenario", CELLS)
+def test_every_strategy_runs_a_tiny_cell_in_each_scenario_it_applies_to(root, strategy, scenario):
+    memory = 20 if scenario == "class-il" or registry.get(strategy).why_not("mnist", scenario, 0) else None
+    config = tiny_config("mnist", scenario, strategy, memory=memory)
+    record = run_cell(config, str(root), threads=1, progress=False)
+    check_record(record, 5, registry.get(strategy).whole_stream)
+    assert record["config"]["memory"] == (0 if registry.get(strategy).memory == "none" else memory or 0)
+
+
+@pytest.mark.parametrize("dataset,scenario,strategy,n_tasks", [
+    ("cifar10", "class-il", "replay", 5),
+    ("cifar100", "task-il", "naive", 10),
+    ("omniglot", "task-il", "pnn", 5),
+    ("omniglot", "class-il", "icarl", 5),
+])
+def test_conv_backbones_run_on_every_dataset(root, dataset, scenario, strategy, n_tasks):
+    config = tiny_config(dataset, scenario, strategy, memory=20)
+    check_record(run_cell(config, str(root), threads=1, progress=False), n_tasks)
+
+
+def test_methods_that_store_data_report_it_as_extra_state(root):
+    """The matched memory and EWC's Fisher and old weights show up in extra_state_bytes."""
+    naive = run_cell(tiny_config("mnist", "class-il", "naive"), str(root), threads=1, progress=False)
+    replay = run_cell(tiny_config("mnist", "class-il", "replay", memory=20), str(root), threads=1,
+                      progress=False)
+    ewc = run_cell(tiny_config("mnist", "class-il", "ewc", memory=20), str(root), threads=1, progress=False)
+    assert naive["extra_state_bytes"] == 0
+    # 20 exemplars of 784 uint8 pixels with an int64 label and task label each
+    assert replay["extra_state_bytes"] == 20 * (784 + 8 + 8)
+    # per experience: a copy of the weights and a Fisher value per weight, float32
+    assert ewc["extra_state_bytes"] >= replay["extra_state_bytes"] + 2 * 4 * naive["params"]
+
+
+def test_training_learns_the_current_task(root):
+    record = run_cell(tiny_config("mnist", "task-il", "naive", epochs=5), str(root), threads=1, progress=False)
+    diagonal = [record["acc_matrix"][i][i] for i in range(5)]
+    assert sum(diagonal) / 5 > 0.8  # fake digits carry a strong class pattern
+
+
+def test_pnn_does_not_forget(root):
+    record = run_cell(tiny_config("mnist", "task-il", "pnn", epochs=2), str(root), threads=1, progress=False)
+    first_column = [row[0] for row in record["acc_matrix"]]
+    assert len(set(first_column)) == 1
+    assert record["metrics"]["forgetting"] == 0.0
+    assert not math.isnan(record["metrics"]["bwt"])
