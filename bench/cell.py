@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import random
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +21,7 @@ from tqdm import tqdm
 
 from bench import metrics, models, registry
 from bench.datasets import load_dataset
+from bench.runner import provenance
 from bench.scenarios import build_benchmark, holdout_split, task_split
 from bench.strategy import StrategyContext
 
@@ -30,12 +29,21 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def seed_everything(seed: int, threads: int) -> None:
+    """Seed python, numpy and torch and make torch deterministic.
+
+    The thread count is part of what fixes the numbers: CPU reductions split
+    their work by thread, so the same seed with another thread count can give
+    different bits. The runner therefore uses one count for every cell.
+    """
     warnings.filterwarnings("ignore", message="No loggers specified")
+    # Deterministic cuBLAS needs a fixed workspace, set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 class AccuracyPlugin(SupervisedPlugin):
@@ -139,31 +147,8 @@ def _held_params(plugins: list) -> list[torch.Tensor]:
             if isinstance(v, torch.nn.Module) for p in v.parameters()]
 
 
-def provenance() -> dict[str, Any]:
-    import avalanche
-    import torchvision
-
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "avalanche": avalanche.__version__,
-                     "numpy": np.__version__},
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-        "host": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                 "cpus": os.cpu_count()},
-    }
-
-
 def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress: bool = True,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", bar_position: int = 0) -> dict[str, Any]:
     """Train and evaluate one cell; returns its record (status ok). Exceptions propagate."""
     start = time.time()
     peak = PeakMemory()
@@ -185,7 +170,8 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
     n_tasks = split.n_tasks
     epochs_total = config["epochs"] * (1 if info.whole_stream else n_tasks)
     label = f"{config['dataset']} {config['scenario']} {config['strategy']} seed {config['seed']}"
-    bar = tqdm(total=epochs_total, desc=label, unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(total=epochs_total, desc=label, unit="epoch", disable=not progress, leave=False,
+               position=bar_position)
     accuracy = AccuracyPlugin()
     strategy.plugins.extend([accuracy, GuardPlugin(bar)])
 

@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", "./data"),
                      help="folder with the datasets in their official layouts (default: $BENCH_DATA_ROOT, else ./data)")
     run.add_argument("--results", type=Path, default=Path("results"))
-    run.add_argument("--jobs", type=_count(1), default=1, help="cells run in N worker processes")
+    run.add_argument("--jobs", type=_count(1), default=os.cpu_count() or 1,
+                     help="cells run in N worker processes at once (default: one per CPU core)")
+    run.add_argument("--threads", type=_count(1), default=1,
+                     help="torch threads per cell (default 1), the same whatever --jobs is: "
+                          "the thread count changes float results, so keep it fixed to reproduce a run")
     run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     run.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     run.add_argument("--no-download", action="store_true", help="never try to download missing data")
@@ -80,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error (or --help)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.command == "run":
             return cmd_run(args, argv if argv is not None else sys.argv[1:])
@@ -92,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def plan(args) -> tuple[list, list[tuple[str, str]]]:
@@ -101,6 +112,7 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
     """
     from bench import config as cfg
     from bench import registry
+    from bench import models
     from bench.datasets import DataError, load_dataset
     from bench.runner import Cell, check_writable, finished_ok, record_path
     from bench.scenarios import task_split
@@ -112,16 +124,27 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
         raise UsageError(f"unknown strategy {', '.join(unknown)}; valid: {', '.join(known)}")
     try:
         protocol = cfg.apply_overrides(cfg.load_protocol(args.dataset, args.scenario), args.overrides)
+        if args.epochs is not None:
+            protocol["epochs"] = args.epochs
+        if args.memory is not None:
+            protocol["memory"] = args.memory
+        cfg.validate_protocol(protocol)
     except cfg.ConfigError as exc:
         raise UsageError(str(exc)) from None
-    if args.epochs is not None:
-        protocol["epochs"] = args.epochs
-    memory = protocol["memory"] if args.memory is None else args.memory
+    memory = protocol["memory"]
+    for text in args.overrides:  # a misspelt strategy section would otherwise be ignored silently
+        path = cfg.parse_override(text)[0]
+        if path[0] == "strategies" and len(path) > 1 and path[1] not in known:
+            raise UsageError(f"--set {text}: unknown strategy {path[1]}; valid: {', '.join(known)}")
+    backbones = [*models.BACKBONES, "resnet18"]
+    if protocol["backbone"] not in backbones:
+        raise UsageError(f"unknown backbone {protocol['backbone']!r}; valid: {', '.join(backbones)}")
 
     try:
         data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
-    except DataError as exc:
+    except (DataError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    _check_shape(data, args.dataset, args.data_root)
     n_classes = task_split(data).n_classes
     try:
         check_writable(args.results)
@@ -146,8 +169,21 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
             config = cfg.resolve(protocol, args.dataset, args.scenario, name, seed, used, args.holdout)
             config["hash"] = cfg.config_hash(config)
             path = record_path(args.results, config)
-            cells.append((Cell(config, path), finished_ok(path) and not args.force))
+            cells.append((Cell(config, path), finished_ok(path, config["hash"]) and not args.force))
     return cells, skipped
+
+
+def _check_shape(data, dataset: str, root: str) -> None:
+    """Images of the shape the dataset's networks take, so that wrong files stop the run, not its cells."""
+    from bench import models
+
+    expected = models.BACKBONES[models.DEFAULT_BACKBONE[dataset]].in_shape
+    for part, x in (("training", data.x_train), ("test", data.x_test)):
+        if tuple(x.shape[1:]) != tuple(expected) or len(x) == 0:
+            files = ", ".join(sorted(data.checksums)) or "none"
+            found = "no images" if len(x) == 0 else f"images of shape {tuple(x.shape[1:])}"
+            raise UsageError(f"{dataset} under {root}: {part} set has {found}, expected {tuple(expected)} "
+                             f"(channels, height, width); files read: {files}")
 
 
 def cmd_run(args, argv: list[str]) -> int:
@@ -175,7 +211,7 @@ def cmd_run(args, argv: list[str]) -> int:
 
     command = "python -m bench " + shlex.join(argv)
     outcome = run_cells(todo, args.data_root, jobs=args.jobs, device=args.device,
-                        command=command, on_done=on_done)
+                        command=command, on_done=on_done, threads=args.threads)
     print_line(f"finished: {len(outcome.ok)} ok, {len(outcome.failed)} failed, {len(done)} already done, "
                f"{len(skipped)} skipped, {len(outcome.not_run)} not run")
     if outcome.interrupted:

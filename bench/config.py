@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,62 @@ def apply_overrides(protocol: dict[str, Any], overrides: list[str]) -> dict[str,
                 raise ConfigError(f"--set {text}: {part} is not a section")
         node[path[-1]] = value
     return out
+
+
+# Top-level protocol settings and what each must be; `strategies.<name>` sections are free-form
+# (a strategy's own parameters) except for the `epochs` and `optimizer` they may override.
+PROTOCOL_KEYS = ("backbone", "epochs", "batch_size", "eval_batch_size", "memory", "optimizer", "strategies")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _whole(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_count(where: str, value: Any, minimum: int) -> None:
+    if not _whole(value, minimum):
+        raise ConfigError(f"{where} must be a whole number >= {minimum}, got {value!r}")
+
+
+def _check_optimizer(where: str, optimizer: Any, partial: bool) -> None:
+    if not isinstance(optimizer, dict):
+        raise ConfigError(f"{where} must be a section (e.g. --set {where}.lr=0.01), got {optimizer!r}")
+    if "name" in optimizer or not partial:
+        if optimizer.get("name") not in OPTIMIZERS:
+            raise ConfigError(f"{where}.name must be one of {', '.join(OPTIMIZERS)}, got {optimizer.get('name')!r}")
+    for key in ("lr", "momentum", "weight_decay"):
+        if key not in optimizer and (partial or key != "lr"):
+            continue
+        value = optimizer.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and (value > 0 if key == "lr" else value >= 0)
+        if not ok:
+            bound = "> 0" if key == "lr" else ">= 0"
+            raise ConfigError(f"{where}.{key} must be a finite number {bound}, got {value!r}")
+
+
+def validate_protocol(protocol: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first setting that cannot be run (after --set overrides)."""
+    unknown = [k for k in protocol if k not in PROTOCOL_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown setting {', '.join(map(repr, unknown))}; valid: {', '.join(PROTOCOL_KEYS)}")
+    if not isinstance(protocol.get("backbone"), str) or not protocol["backbone"]:
+        raise ConfigError(f"backbone must be a name, got {protocol.get('backbone')!r}")
+    _check_count("epochs", protocol.get("epochs"), 1)
+    _check_count("batch_size", protocol.get("batch_size"), 1)
+    _check_count("eval_batch_size", protocol.get("eval_batch_size"), 1)
+    _check_count("memory", protocol.get("memory"), 0)
+    _check_optimizer("optimizer", protocol.get("optimizer"), partial=False)
+    sections = protocol.get("strategies", {})
+    if not isinstance(sections, dict):
+        raise ConfigError(f"strategies must be a section, got {sections!r}")
+    for name, own in sections.items():
+        if not isinstance(own, dict):
+            raise ConfigError(f"strategies.{name} must be a section, got {own!r}")
+        if "epochs" in own:
+            _check_count(f"strategies.{name}.epochs", own["epochs"], 1)
+        if "optimizer" in own:
+            _check_optimizer(f"strategies.{name}.optimizer", own["optimizer"], partial=True)
 
 
 def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str, seed: int,

@@ -270,3 +270,22 @@ def test_import_is_light() -> None:
             "heavy = [m for m in ('torch', 'avalanche', 'matplotlib') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_joint_upper_bound_has_one_row_and_no_forgetting(tmp_path: Path) -> None:
+    """Joint training is evaluated once, after all tasks: forgetting and BWT show as missing."""
+    joint = make_record("joint", 0, 0.95)
+    joint["acc_matrix"] = [[0.96, 0.94]]
+    joint["metrics"] = {"final_acc": 0.95, "avg_inc_acc": None, "forgetting": None, "bwt": None}
+    write(tmp_path / "runs", "joint.json", joint)
+    records, skipped = report.load_records(tmp_path)
+    assert len(records) == 1 and skipped == []
+    report.write_tables(tmp_path)
+    row = table_rows((tmp_path / "tables" / "mnist_class-il.md").read_text())["joint"]
+    assert row[0] == "95.00"
+    assert row[1:4] == [report.MISSING] * 3
+    # a multi-row matrix must still carry every metric
+    broken = make_record("naive", 0)
+    broken["metrics"]["forgetting"] = None
+    write(tmp_path / "runs", "naive.json", broken)
+    assert len(report.load_records(tmp_path)[1]) == 1
