@@ -13,8 +13,9 @@ Layouts expected under the data root (the ones torchvision downloads):
     omniglot-py/images_background/<Alphabet>/characterNN/<imageid>_<drawer>.png
     omniglot-py/images_evaluation/<Alphabet>/characterNN/<imageid>_<drawer>.png
 
-The CIFAR files are Python pickles, the official distribution format; loading
-one runs whatever it contains, so only point the loader at data you trust.
+The CIFAR files are Python pickles, the official distribution format. They are
+read with an unpickler that builds only plain containers and numpy arrays, so a
+tampered file cannot run code.
 
 Checksums. The md5 of every file read is recorded in `checksums` (keyed by the
 path relative to the data root) and compared with the official md5 listed by
@@ -418,10 +419,23 @@ def _load_cifar(name: str, root: Path, ledger: _Ledger) -> ArrayDataset:
     return ledger.dataset(name, x_train, y_train, x_test, y_test, class_names)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Refuses every global but what numpy arrays need: a pickle cannot run code through it."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(data: bytes, path: Path) -> dict:
     try:
         # encoding="bytes": the official files are Python 2 pickles.
-        obj = pickle.loads(data, encoding="bytes")
+        obj = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # truncation surfaces as EOFError, UnpicklingError, ValueError...
         raise DataError(f"{path}: unreadable pickle, truncated or corrupt "
                         f"({type(e).__name__}: {e})") from e

@@ -242,6 +242,24 @@ def test_cifar_malformed_batch_names_file(tmp_path):
     assert str(path) in str(err.value)
 
 
+class _RunsCode:
+    """Unpickling this calls os.system: a pickle that would run code."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path):
+    fake = write_cifar10(tmp_path, n_train_per_class=1, n_test_per_class=1)
+    path = fake.path / "test_batch"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": _RunsCode(), b"labels": [0]}, f)
+    with pytest.raises(DataError, match="refusing to load") as err:
+        load_quietly("cifar10", tmp_path)
+    assert str(path) in str(err.value)
+    assert not (Path.cwd() / "pwned").exists()
+
+
 # ---------------------------------------------------------------- Omniglot
 
 def test_omniglot_tasks_classes_and_split(tmp_path):
