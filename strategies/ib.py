@@ -48,6 +48,10 @@ Choices and deviations from the reference (why):
 * Class-IL NCM: classes with neither data nor exemplars at hand keep their
   previous mean (zero on channels added since); with the shared memory every
   seen class has exemplars, so all means are recomputed.
+* gamma's effect depends on the optimizer: under Adam the gates move at about
+  ``gate_lr`` per step whatever the gradient's scale, so small gammas (1e-4) already
+  sparsify; plain SGD needs gammas orders of magnitude larger and has a narrow
+  window between "all active" and "all inactive" on small problems.
 * There is no normalisation layer in the spec backbones, hence no normalisation
   state to freeze. ResNet backbones are not built from a spec and are unsupported.
 """
@@ -69,8 +73,10 @@ DEFAULTS: dict[str, Any] = {
     "gamma": 1e-4,  # global sparsity weight (used when target_active is not set)
     "threshold": 1.0,  # active when (mu/sigma)^2 >= threshold
     "mu_init": 1.0,
-    "sigma_init": 0.01,
-    "gate_lr": None,  # learning rate of mu and log_sigma; None: the optimizer's
+    # the reference resets sigma to 0.01 (mu/sigma = 100): with a few hundred steps per task the
+    # gates cannot travel that far, so start closer to the threshold (chosen on held-out MNIST)
+    "sigma_init": 0.3,
+    "gate_lr": 0.01,  # learning rate of mu and log_sigma; None: the optimizer's
     "grow": None,  # channels added to a full layer; None: 1/8 of its initial width
     "target_active": None,  # adaptive per-channel gamma when set (fraction of free channels)
     "adapt_every": 10,
@@ -80,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "gamma_down": 0.9,
     "frozen_noise": False,
     "ncm": None,  # nearest-class-mean prediction; None: in Class-IL only
+    "ncm_normalize": False,  # NCM on L2-normalised features (iCaRL's choice; not in the reference)
 }
 
 
@@ -143,7 +150,7 @@ class IBFeatures(nn.Module):
     """The spec's hidden layers, each followed by a gate; returns the (flattened) last hidden layer."""
 
     def __init__(self, spec: BackboneSpec, threshold: float = 1.0, mu_init: float = 1.0,
-                 sigma_init: float = 0.01, frozen_noise: bool = False):
+                 sigma_init: float = 0.3, frozen_noise: bool = False):
         super().__init__()
         self.spec = spec
         self.threshold = threshold
@@ -289,7 +296,7 @@ _IBNet = None
 
 
 def IBNet(spec: BackboneSpec, multi_head: bool, **gate_kwargs):  # noqa: N802 (a class factory)
-    """The IB network for `spec`: `IBNet(spec, multi_head=True, threshold=1.0, mu_init=1.0, sigma_init=0.01)`."""
+    """The IB network for `spec`: `IBNet(spec, multi_head=True, threshold=1.0, mu_init=1.0, sigma_init=0.3)`."""
     global _IBNet
     if _IBNet is None:
         _IBNet = _make_ib_net_class()
@@ -318,13 +325,15 @@ def _make_plugin_class():
         def __init__(self, gamma: float = 1e-4, grow: Optional[int] = None, gate_lr: Optional[float] = None,
                      target_active: Optional[float] = None, adapt_every: int = 10,
                      gamma_min: float = 1e-10, gamma_max: float = 1e-3, gamma_up: float = 1.1,
-                     gamma_down: float = 0.9, ncm: Optional[bool] = None, memory: Any = None):
+                     gamma_down: float = 0.9, ncm: Optional[bool] = None, memory: Any = None,
+                     ncm_normalize: bool = False):
             super().__init__()
             self.gamma, self.grow_k, self.target_active = gamma, grow, target_active
             self.adapt_every, self.gamma_min, self.gamma_max = adapt_every, gamma_min, gamma_max
             self.gamma_up, self.gamma_down = gamma_up, gamma_down
             self.ncm, self.memory = ncm, memory
             self.gate_lr = gate_lr
+            self.ncm_normalize = ncm_normalize
             self.tasks_done = 0
             self.iteration = 0
             self.channel_gamma: list[torch.Tensor] = []  # adaptive mode only
@@ -388,7 +397,8 @@ def _make_plugin_class():
                     for t in strategy.experience.task_labels:
                         model.heads[str(t)].weight[:, cols] = 0.0
                         model.frozen_heads.add(str(t))
-            sparsity = float(sum(g.information().sum() for g in feats.layers))
+            with torch.no_grad():
+                sparsity = float(sum(g.information().sum() for g in feats.layers))
             grown = [0] * len(feats.layers)
             for i, gated in enumerate(feats.layers):
                 if bool(gated.frozen.all()):
@@ -513,13 +523,17 @@ def _make_plugin_class():
             stored = self._exemplars(strategy)
             if stored is not None:
                 x, y = torch.cat([x, stored[0]]), torch.cat([y, stored[1]])
-            feats = class_features(model, x, strategy.eval_mb_size, strategy.device)
+            feats = self._ncm_space(class_features(model, x, strategy.eval_mb_size, strategy.device))
             width = feats.shape[1]
             for c, mean in list(self.class_means.items()):  # channels added since: 0
                 if mean.numel() < width:
                     self.class_means[c] = torch.cat([mean, mean.new_zeros(width - mean.numel())])
             for c in y.unique().tolist():
-                self.class_means[int(c)] = feats[y == c].mean(0)
+                mean = feats[y == c].mean(0)
+                self.class_means[int(c)] = self._ncm_space(mean[None])[0]
+
+        def _ncm_space(self, features: torch.Tensor) -> torch.Tensor:
+            return nn.functional.normalize(features, dim=1) if self.ncm_normalize else features
 
         def ncm_scores(self, features: torch.Tensor) -> torch.Tensor:
             """Negative distances to the class means; classes without a mean score below all others."""
@@ -528,7 +542,7 @@ def _make_plugin_class():
             known = torch.zeros(n, dtype=torch.bool, device=features.device)
             for c, m in self.class_means.items():
                 means[c], known[c] = m.to(features.device), True
-            scores = -torch.cdist(features, means)
+            scores = -torch.cdist(self._ncm_space(features), means)
             return torch.where(known, scores, scores.min() - 1.0)
 
         def after_eval_forward(self, strategy, **kwargs):
@@ -593,7 +607,7 @@ def build_parts(spec: BackboneSpec, multi_head: bool, params: dict[str, Any]):
     plugin = IBPlugin(gamma=s["gamma"], grow=s["grow"], target_active=s["target_active"],
                       adapt_every=s["adapt_every"], gamma_min=s["gamma_min"], gamma_max=s["gamma_max"],
                       gamma_up=s["gamma_up"], gamma_down=s["gamma_down"], ncm=s["ncm"],
-                      gate_lr=s["gate_lr"])
+                      gate_lr=s["gate_lr"], ncm_normalize=s["ncm_normalize"])
     return model, plugin
 
 

@@ -1,0 +1,326 @@
+"""The IB sparse method (strategies/ib.py) on small synthetic tasks: freezing, sparsity, growth, NCM."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from bench.models import BackboneSpec, Layer
+from bench.strategy import StrategyContext
+from strategies import ib
+
+MLP = BackboneSpec("tiny-mlp", (1, 8, 8), (Layer("linear", 16), Layer("linear", 16)))
+CONV = BackboneSpec("tiny-conv", (1, 8, 8), (Layer("conv", 6, pool=True), Layer("linear", 16)))
+# what makes a few channels go inactive within a few dozen steps
+SPARSE = {"gamma": 0.02, "gate_lr": 0.05, "sigma_init": 0.3}
+
+
+def images(n_classes: int, per_class: int, seed: int, shape=(1, 8, 8)) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images: a fixed random prototype per class blended with noise (train and test share prototypes)."""
+    protos = torch.rand(n_classes, *shape, generator=torch.Generator().manual_seed(1234)) * 255
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    noise = torch.rand(len(y), *shape, generator=g) * 255
+    return (0.5 * protos[y] + 0.5 * noise).round().clamp(0, 255).to(torch.uint8), y
+
+
+def benchmark(task_il: bool, n_tasks: int = 3, per_class: int = 128):
+    from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset as tensor_dataset,
+    )
+
+    n = 2 * n_tasks
+    x, y = images(n, per_class, seed=1)
+    xt, yt = images(n, 32, seed=2)
+    return nc_benchmark(tensor_dataset(x, y), tensor_dataset(xt, yt), n_experiences=n_tasks,
+                        task_labels=task_il, shuffle=False, fixed_class_order=list(range(n)),
+                        class_ids_from_zero_in_each_exp=task_il)
+
+
+def context(task_il: bool, optimizer: dict | None = None, memory: int = 0, epochs: int = 4) -> StrategyContext:
+    return StrategyContext(dataset="mnist", scenario="task-il" if task_il else "class-il",
+                           task_classes=((0, 1), (2, 3), (4, 5)), memory=memory, epochs=epochs,
+                           batch_size=32, eval_batch_size=256,
+                           optimizer=optimizer or {"name": "adam", "lr": 0.01})
+
+
+def strategy_for(spec: BackboneSpec, task_il: bool, params: dict, optimizer: dict | None = None,
+                 memory: int = 0, epochs: int = 4, before: tuple = ()):
+    """What ib.build does, for a custom spec: (strategy, plugin, accuracy plugin)."""
+    from bench.cell import AccuracyPlugin
+    from bench.memory import ClassBalancedReplay
+
+    torch.manual_seed(0)
+    ctx = context(task_il, optimizer, memory, epochs)
+    model, plugin = ib.build_parts(spec, task_il, params)
+    accuracy = AccuracyPlugin()
+    strategy = ctx.template(plugins=[*before, plugin, accuracy], model=model)
+    plugin.memory = next((p for p in strategy.plugins if isinstance(p, ClassBalancedReplay)), None)
+    return strategy, plugin, accuracy
+
+
+def test_x(bench, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from bench.strategy import materialize
+
+    x, y, t = materialize(bench.test_stream[k].dataset)
+    return x, y
+
+
+test_x.__test__ = False  # a helper, not a test
+
+
+def outputs(model, x: torch.Tensor, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(last hidden layer features, head output) in eval mode."""
+    model.eval()
+    with torch.no_grad():
+        out = model(x, task) if task is not None else model(x)
+        return model.last_features.clone(), out.clone()
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}
+ADAM = {"name": "adam", "lr": 0.01, "weight_decay": 0.01}
+# gamma that leaves part of the channels active on this problem under Adam
+ADAM_GAMMA = {"mlp": 0.005, "conv": 0.001}
+
+
+def silence_half():
+    """A plugin that, just before IBPlugin decides, switches off every other free channel.
+
+    Under SGD the gates of this tiny problem move too little in a few dozen steps to
+    leave some channels inactive; this makes the active/inactive split that the
+    freezing tests need, whatever the optimizer."""
+    from avalanche.core import SupervisedPlugin
+
+    class SilenceHalf(SupervisedPlugin):
+        def after_training_exp(self, strategy, **kwargs):
+            with torch.no_grad():
+                for g in strategy.model.features.layers:
+                    free = torch.nonzero(~g.frozen).flatten()[::2]
+                    g.log_sigma[free] = g.mu[free].abs().log() + 1.0
+
+    return SilenceHalf()
+
+
+@pytest.fixture(scope="module", params=[("mlp", "sgd"), ("mlp", "adam"), ("conv", "sgd"), ("conv", "adam")],
+                ids=lambda p: "-".join(p))
+def task_il_run(request):
+    """Three Task-IL tasks; what the model computed and held after task 1, and after tasks 2 and 3."""
+    spec = MLP if request.param[0] == "mlp" else CONV
+    optimizer = SGD if request.param[1] == "sgd" else ADAM
+    bench = benchmark(task_il=True)
+    if request.param[1] == "sgd":
+        params, before = {"gamma": 0.0, "sigma_init": 0.3}, (silence_half(),)
+    else:
+        params, before = {**SPARSE, "gamma": ADAM_GAMMA[request.param[0]]}, ()
+    strategy, plugin, accuracy = strategy_for(spec, True, params, optimizer, before=before)
+    x1, _ = test_x(bench, 0)
+    run = {"plugin": plugin, "model": strategy.model, "after": []}
+    for k, experience in enumerate(bench.train_stream):
+        strategy.train(experience)
+        accuracy.accuracy.clear()
+        strategy.eval(bench.test_stream[: k + 1])
+        run["after"].append({
+            "outputs": outputs(strategy.model, x1, 0),
+            "params": snapshot(strategy.model),
+            "frozen": [g.frozen.clone() for g in strategy.model.features.layers],
+            "accuracy": dict(accuracy.accuracy),
+        })
+    return run
+
+
+def test_task_il_no_drift(task_il_run):
+    first = task_il_run["after"][0]
+    active = first["frozen"][-1]
+    spatial = task_il_run["model"].features.spatial[-1]
+    cols = active.repeat_interleave(spatial)
+    # the test means something only if some channels were left for later tasks, and taken
+    assert any(0 < int(f.sum()) < f.numel() for f in first["frozen"])
+    assert sum(int(f.sum()) for f in task_il_run["after"][-1]["frozen"]) > sum(int(f.sum()) for f in first["frozen"])
+    for later in task_il_run["after"][1:]:
+        assert torch.equal(later["outputs"][0][:, cols], first["outputs"][0][:, cols])
+        assert torch.equal(later["outputs"][1], first["outputs"][1])
+        assert later["accuracy"][0] == first["accuracy"][0]
+    assert first["accuracy"][0] > 0.6  # learned something (silencing half the channels costs some)
+
+
+def test_frozen_and_zero_weights_stay(task_il_run):
+    model = task_il_run["model"]
+    feats = model.features
+    for before, after in zip(task_il_run["after"], task_il_run["after"][1:]):
+        for i, (rows, gated) in enumerate(zip(before["frozen"], feats.layers)):
+            name = f"features.layers.{i}"
+            w0, w1 = before["params"][f"{name}.layer.weight"], after["params"][f"{name}.layer.weight"]
+            w1 = w1[tuple(slice(0, n) for n in w0.shape)]  # layers may have grown since
+            assert torch.equal(w1[rows], w0[rows])
+            for p in ("layer.bias", "mu", "log_sigma"):
+                assert torch.equal(after["params"][f"{name}.{p}"][: len(rows)][rows],
+                                   before["params"][f"{name}.{p}"][rows])
+            if i > 0:  # weights from inactive channels into active ones are exactly 0
+                cols = ~feats.input_mask(i, before["frozen"][i - 1])
+                assert bool((w1[rows][:, cols] == 0).all())
+        for name in before["params"]:
+            if name.startswith("heads.0."):
+                w0 = before["params"][name]
+                assert torch.equal(after["params"][name][tuple(slice(0, n) for n in w0.shape)], w0)
+        head_cols = ~feats.input_mask(len(feats.layers), before["frozen"][-1])
+        assert bool((after["params"]["heads.0.weight"][:, : len(head_cols)][:, head_cols] == 0).all())
+
+
+def train_one_task(spec: BackboneSpec, params: dict, epochs: int = 6, per_class: int = 128):
+    bench = benchmark(task_il=True, n_tasks=1, per_class=per_class)
+    strategy, plugin, _ = strategy_for(spec, True, params, epochs=epochs)
+    strategy.train(bench.train_stream[0])
+    return strategy, plugin
+
+
+def test_gamma_leaves_fewer_channels_active():
+    _, dense = train_one_task(MLP, {**SPARSE, "gamma": 0.0})
+    _, sparse = train_one_task(MLP, SPARSE)
+    n_dense, n_sparse = sum(dense.task_report()["active"]), sum(sparse.task_report()["active"])
+    assert n_sparse < n_dense
+    assert n_dense > 0.8 * sum(dense.task_report()["widths"])
+
+
+def test_adaptive_gamma_reaches_target():
+    spec = BackboneSpec("wide", (1, 8, 8), (Layer("linear", 50), Layer("linear", 50)))
+    params = {"target_active": 0.3, "adapt_every": 1, "gate_lr": 0.05, "sigma_init": 0.3,
+              "gamma_up": 1.5, "gamma_max": 0.05}
+    _, plugin = train_one_task(spec, params, epochs=12)
+    report = plugin.task_report()
+    for active, width in zip(report["active"], report["widths"]):
+        assert abs(active / width - 0.3) <= 0.02, report
+
+
+def test_full_layer_grows_and_keeps_old_tasks():
+    bench = benchmark(task_il=True)
+    strategy, plugin, accuracy = strategy_for(MLP, True, {"gamma": 0.0, "grow": 5, "sigma_init": 0.1})
+    x1, _ = test_x(bench, 0)
+    strategy.train(bench.train_stream[0])
+    strategy.eval(bench.test_stream[:1])
+    report = plugin.task_report()
+    assert report["active"] == report["widths"] == [16, 16]
+    assert report["grown"] == [5, 5]
+    model = strategy.model
+    assert model.features.widths == [21, 21]
+    assert model.heads["0"].in_features == 21
+    feats1, out1 = outputs(model, x1, 0)
+    acc1 = accuracy.accuracy[0]
+    grown_w = model.features.layers[0].layer.weight.detach().clone()
+    from avalanche.core import SupervisedPlugin
+
+    class OptimizerCheck(SupervisedPlugin):
+        seen: list[bool] = []
+
+        def after_training_iteration(self, strategy, **kwargs):
+            in_optimizer = {id(p) for g in strategy.optimizer.param_groups for p in g["params"]}
+            self.seen.append(all(id(p) in in_optimizer for p in strategy.model.parameters()))
+
+    check = OptimizerCheck()
+    strategy.plugins.append(check)
+    strategy.train(bench.train_stream[1])
+    # the optimizer had the grown tensors while training task 2, and trained the new channels
+    assert check.seen and all(check.seen)
+    assert not torch.equal(model.features.layers[0].layer.weight[16:21], grown_w[16:])
+    accuracy.accuracy.clear()
+    strategy.eval(bench.test_stream[:2])
+    assert accuracy.accuracy[0] == acc1 and accuracy.accuracy[1] > 0.75
+    feats2, out2 = outputs(model, x1, 0)
+    # a wider matrix product may sum in another order: equal up to rounding
+    torch.testing.assert_close(feats2[:, :16], feats1[:, :16], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out2, out1, rtol=1e-6, atol=1e-6)
+    assert model.features.widths == [26, 26]  # still full after task 2: grown again
+    assert torch.equal(out2.argmax(1), out1.argmax(1))
+
+
+class SpyMemory:
+    """Delegates to the shared memory and records what the plugin read from it."""
+
+    def __init__(self, memory):
+        self.memory, self.read = memory, []
+
+    def __len__(self):
+        return len(self.memory)
+
+    def tensors(self):
+        out = self.memory.tensors()
+        self.read.append(out)
+        return out
+
+
+def test_class_il_predicts_nearest_class_mean():
+    from bench.strategy import materialize
+
+    bench = benchmark(task_il=False, n_tasks=2)
+    strategy, plugin, accuracy = strategy_for(MLP, False, {**SPARSE, "gamma": 0.005}, memory=20)
+    spy = plugin.memory = SpyMemory(plugin.memory)
+    for experience in bench.train_stream:
+        strategy.train(experience)
+    assert len(spy.read) == 1  # the memory is empty after the first task, then read once
+    model = strategy.model
+    # class means from scratch: the last task's data and the exemplars stored before it
+    x, y, _ = materialize(bench.train_stream[1].dataset.eval())
+    xm, ym, _ = spy.read[0]
+    xa, ya = torch.cat([x, xm]), torch.cat([y, ym])
+    fa = ib.class_features(model, xa, 256)
+    means = torch.stack([fa[ya == c].mean(0) for c in range(4)])
+    assert set(ym.tolist()) == {0, 1}
+    torch.testing.assert_close(torch.stack([plugin.class_means[c] for c in range(4)]), means)
+
+    captured = []
+
+    class Capture(type(accuracy)):
+        def after_eval_iteration(self, strategy, **kwargs):
+            captured.append((strategy.model.last_features.clone(), strategy.mb_output.clone()))
+
+    strategy.plugins.append(Capture())
+    strategy.eval(bench.test_stream)
+    for feats, scores in captured:
+        nearest = torch.cdist(feats, means).argmin(1)
+        assert torch.equal(scores.argmax(1), nearest)
+    accuracy.accuracy.clear()
+    strategy.eval(bench.test_stream)
+    assert min(accuracy.accuracy.values()) > 0.6
+
+
+def test_plugin_with_plain_naive():
+    from avalanche.training import Naive
+
+    bench = benchmark(task_il=True, n_tasks=2, per_class=32)
+    torch.manual_seed(0)
+    model = ib.IBNet(CONV, multi_head=True, sigma_init=0.3)
+    plugin = ib.IBPlugin(gamma=0.02, gate_lr=0.05)
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                     criterion=torch.nn.CrossEntropyLoss(), train_mb_size=16, train_epochs=2,
+                     eval_mb_size=64, plugins=[plugin], evaluator=None)
+    x1, _ = test_x(bench, 0)
+    strategy.train(bench.train_stream[0])
+    frozen = model.features.layers[-1].frozen.clone()
+    cols = frozen.repeat_interleave(model.features.spatial[-1])
+    before = outputs(model, x1, 0)
+    strategy.train(bench.train_stream[1])
+    strategy.eval(bench.test_stream)
+    after = outputs(model, x1, 0)
+    assert torch.equal(after[0][:, : len(cols)][:, cols], before[0][:, cols])
+    torch.testing.assert_close(after[1], before[1], rtol=1e-6, atol=1e-6)  # exact unless a layer grew
+    assert len(plugin.reports) == 2 and set(plugin.task_report()) == {"active", "widths", "grown",
+                                                                     "params", "sparsity"}
+
+
+def test_build_from_context_and_unsupported_backbones():
+    ctx = StrategyContext(dataset="mnist", scenario="class-il", task_classes=((0, 1), (2, 3)), memory=10,
+                          epochs=1, batch_size=32, eval_batch_size=64, optimizer={"name": "adam", "lr": 1e-3},
+                          params={"gamma": 1e-4})
+    strategy = ib.build(ctx)
+    assert strategy.model.features.widths == [400, 400]
+    assert strategy.plugins[0].memory is not None
+    assert ib.unsupported("cifar10", "task-il", 0, "resnet18")
+    assert ib.unsupported("mnist", "task-il", 0, None) is None
+    with pytest.raises(ValueError):
+        ib.build(copy.replace(ctx, params={"gama": 1.0}) if hasattr(copy, "replace") else
+                 StrategyContext(**{**vars(ctx), "params": {"gama": 1.0}}))
