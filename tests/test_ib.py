@@ -1,4 +1,4 @@
-"""The IB sparse method (strategies/ib.py) on small synthetic tasks: freezing, sparsity, growth, NCM."""
+"""The IB sparse method (strategies/ib/) on small synthetic tasks: freezing, sparsity, growth, NCM."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +9,8 @@ import torch
 from bench.models import BackboneSpec, Layer
 from bench.strategy import StrategyContext
 from strategies import ib
+from strategies.ib.network import IBNet
+from strategies.ib.plugin import IBPlugin, class_features
 
 MLP = BackboneSpec("tiny-mlp", (1, 8, 8), (Layer("linear", 16), Layer("linear", 16)))
 CONV = BackboneSpec("tiny-conv", (1, 8, 8), (Layer("conv", 6, pool=True), Layer("linear", 16)))
@@ -267,7 +269,7 @@ def test_class_il_predicts_nearest_class_mean():
     x, y, _ = materialize(bench.train_stream[1].dataset.eval())
     xm, ym, _ = spy.read[0]
     xa, ya = torch.cat([x, xm]), torch.cat([y, ym])
-    fa = ib.class_features(model, xa, 256)
+    fa = class_features(model, xa, 256)
     means = torch.stack([fa[ya == c].mean(0) for c in range(4)])
     assert set(ym.tolist()) == {0, 1}
     torch.testing.assert_close(torch.stack([plugin.class_means[c] for c in range(4)]), means)
@@ -293,8 +295,8 @@ def test_plugin_with_plain_naive():
 
     bench = benchmark(task_il=True, n_tasks=2, per_class=32)
     torch.manual_seed(0)
-    model = ib.IBNet(CONV, multi_head=True, sigma_init=0.3)
-    plugin = ib.IBPlugin(gamma=0.02, gate_lr=0.05)
+    model = IBNet(CONV, multi_head=True, sigma_init=0.3)
+    plugin = IBPlugin(gamma=0.02, gate_lr=0.05)
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
                      criterion=torch.nn.CrossEntropyLoss(), train_mb_size=16, train_epochs=2,
                      eval_mb_size=64, plugins=[plugin], evaluator=None)

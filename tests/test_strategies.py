@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 from fakedata import make_data_root
 
 from bench import config as cfg

@@ -1,0 +1,272 @@
+"""The IB plugin: sparsity loss, freezing of active channels, growth, nearest-class-mean prediction."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from avalanche.core import SupervisedPlugin
+from torch import nn
+
+from bench.models import make_layer
+from bench.strategy import materialize
+from strategies.ib.network import IBFeatures, IBNet
+
+
+class IBPlugin(SupervisedPlugin):
+    """Sparsity loss, freezing, growth and nearest-class-mean prediction for an `IBNet`.
+
+    Works with any Avalanche supervised strategy whose model is an `IBNet`.
+    `memory` is an object with `.tensors() -> (x, y, t)` (bench's ClassBalancedReplay);
+    when None, a ClassBalancedReplay or Avalanche ReplayPlugin among the strategy's
+    plugins is used for the class means, if any.
+    """
+
+    def __init__(self, gamma: float = 1e-4, grow: Optional[int] = None, gate_lr: Optional[float] = None,
+                 target_active: Optional[float] = None, adapt_every: int = 10,
+                 gamma_min: float = 1e-10, gamma_max: float = 1e-3, gamma_up: float = 1.1,
+                 gamma_down: float = 0.9, ncm: Optional[bool] = None, memory: Any = None,
+                 ncm_normalize: bool = False):
+        super().__init__()
+        self.gamma, self.grow_k, self.target_active = gamma, grow, target_active
+        self.adapt_every, self.gamma_min, self.gamma_max = adapt_every, gamma_min, gamma_max
+        self.gamma_up, self.gamma_down = gamma_up, gamma_down
+        self.ncm, self.memory = ncm, memory
+        self.gate_lr = gate_lr
+        self.ncm_normalize = ncm_normalize
+        self.tasks_done = 0
+        self.iteration = 0
+        self.channel_gamma: list[torch.Tensor] = []  # adaptive mode only
+        # (parameter, mask of frozen entries, their values): restored after every step
+        self.frozen: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
+        self.class_means: dict[int, torch.Tensor] = {}
+        self.reports: list[dict[str, Any]] = []
+        self.initial_widths: Optional[list[int]] = None
+
+    # -- training ------------------------------------------------------------
+
+    def before_training_exp(self, strategy, **kwargs):
+        model = strategy.model
+        if not isinstance(model, IBNet):
+            raise TypeError("IBPlugin needs the model to be strategies.ib.IBNet")
+        feats = model.features
+        if self.initial_widths is None:
+            self.initial_widths = feats.widths
+        if self.tasks_done > 0:
+            self._reinit_free(feats)
+        self.channel_gamma = [torch.full((g.width,), self.gamma_min, device=g.mu.device)
+                              for g in feats.layers]
+        self.iteration = 0
+        self._snapshot(model)
+        self._split_gates(strategy.optimizer, model)
+
+    def before_backward(self, strategy, **kwargs):
+        strategy.loss = strategy.loss + self.sparsity_loss(strategy.model)
+
+    def before_update(self, strategy, **kwargs):
+        # Not needed for exactness (after_update restores), but keeps frozen entries out of
+        # any norm computed over the gradients.
+        for p, mask, _ in self.frozen:
+            if p.grad is not None:
+                p.grad.masked_fill_(mask, 0.0)
+
+    def after_update(self, strategy, **kwargs):
+        with torch.no_grad():
+            for p, mask, values in self.frozen:
+                p.copy_(torch.where(mask, values, p))
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.iteration += 1
+        if self.target_active is not None and self.iteration % self.adapt_every == 0:
+            self._adapt_gamma(strategy.model.features)
+
+    def after_training_exp(self, strategy, **kwargs):
+        model = strategy.model
+        self._merge_gates(strategy.optimizer)
+        feats = model.features
+        active = feats.active()
+        with torch.no_grad():
+            for i, gated in enumerate(feats.layers):
+                assert bool(active[i][gated.frozen].all()), "a frozen channel changed its gate"
+                if i > 0:  # weights from inactive channels into active ones: 0 from now on
+                    cols = ~feats.input_mask(i, active[i - 1])
+                    _zero_block(gated.layer.weight, active[i], cols)
+                gated.frozen = active[i].clone()
+            if model.multi_head:  # the task's head reads only the channels active for it
+                cols = ~feats.input_mask(len(feats.layers), active[-1])
+                for t in strategy.experience.task_labels:
+                    model.heads[str(t)].weight[:, cols] = 0.0
+                    model.frozen_heads.add(str(t))
+        with torch.no_grad():
+            sparsity = float(sum(g.information().sum() for g in feats.layers))
+        grown = [0] * len(feats.layers)
+        for i, gated in enumerate(feats.layers):
+            if bool(gated.frozen.all()):
+                grown[i] = self.grow_k or max(1, self.initial_widths[i] // 8)
+                model.grow(i, grown[i])
+        self.tasks_done += 1
+        if self.ncm if self.ncm is not None else not model.multi_head:
+            self._update_class_means(strategy)
+        self.reports.append({
+            "active": [int(a.sum()) for a in active],
+            "widths": [int(a.numel()) for a in active],
+            "grown": grown,
+            "params": sum(p.numel() for p in model.parameters()),
+            "sparsity": round(sparsity, 4),
+        })
+
+    def sparsity_loss(self, model) -> torch.Tensor:
+        """gamma * sum of log(1 + (mu/sigma)^2), global or per channel."""
+        terms = [g.information() for g in model.features.layers]
+        if self.target_active is None:
+            return self.gamma * sum(t.sum() for t in terms)
+        return sum((gam * t).sum() for gam, t in zip(self.channel_gamma, terms))
+
+    def _adapt_gamma(self, feats: IBFeatures) -> None:
+        with torch.no_grad():
+            for gated, gam in zip(feats.layers, self.channel_gamma):
+                free = ~gated.frozen
+                n_free = int(free.sum())
+                if n_free == 0:
+                    continue
+                ratio = (gated.mu / gated.log_sigma.exp()).abs()
+                n_keep = int(round(self.target_active * n_free))
+                order = torch.argsort(torch.where(free, ratio, torch.full_like(ratio, -1.0)),
+                                      descending=True)
+                should_stay = torch.zeros_like(free)
+                should_stay[order[:n_keep]] = True
+                there = ratio ** 2 >= feats.threshold
+                up = free & ~should_stay & there
+                revive = free & should_stay & ~there
+                down = free & should_stay & there
+                gam[up] *= self.gamma_up
+                gam[down] *= self.gamma_down
+                gam[revive] = self.gamma_min
+                gated.log_sigma[revive] = math.log(gated.sigma_init)
+                gam.clamp_(self.gamma_min, self.gamma_max)
+
+    def _reinit_free(self, feats: IBFeatures) -> None:
+        """Fresh weights, bias and gate for every channel not frozen by earlier tasks."""
+        with torch.no_grad():
+            for i, gated in enumerate(feats.layers):
+                free = ~gated.frozen
+                old = gated.layer
+                n_in = old.weight.shape[1] if gated.conv else old.in_features
+                fresh = make_layer(feats.spec, i, in_features=n_in, width=gated.width).to(old.weight.device)
+                old.weight[free] = fresh.weight[free]
+                old.bias[free] = fresh.bias[free]
+                gated.mu[free] = gated.mu_init
+                gated.log_sigma[free] = math.log(gated.sigma_init)
+
+    def _snapshot(self, model) -> None:
+        """Masks and values of every frozen entry, taken after adaptation and re-initialisation."""
+        feats = model.features
+        self.frozen = []
+        for i, gated in enumerate(feats.layers):
+            rows = gated.frozen
+            w = gated.layer.weight
+            mask = rows.view(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
+            self._hold(w, mask)
+            self._hold(gated.layer.bias, rows)
+            self._hold(gated.mu, rows)
+            self._hold(gated.log_sigma, rows)
+        for name in model.frozen_heads:
+            for p in model.heads[name].parameters():
+                self._hold(p, torch.ones_like(p, dtype=torch.bool))
+
+    def _split_gates(self, optimizer, model) -> None:
+        """Move mu and log_sigma into their own parameter group (own lr, no weight decay).
+
+        Done per experience and undone at its end: Avalanche's `make_optimizer` cannot place
+        new parameters (new heads) when the optimizer has several groups, so between
+        experiences the optimizer holds one group, as the strategy built it.
+        """
+        gates = {id(p) for g in model.features.layers for p in (g.mu, g.log_sigma)}
+        moved = []
+        for group in optimizer.param_groups:
+            moved += [p for p in group["params"] if id(p) in gates]
+            group["params"] = [p for p in group["params"] if id(p) not in gates]
+        lr = self.gate_lr if self.gate_lr is not None else optimizer.param_groups[0]["lr"]
+        optimizer.add_param_group({"params": moved, "lr": lr, "weight_decay": 0.0, "ib_gates": True})
+
+    def _merge_gates(self, optimizer) -> None:
+        for group in [g for g in optimizer.param_groups if g.get("ib_gates")]:
+            optimizer.param_groups.remove(group)
+            optimizer.param_groups[0]["params"].extend(group["params"])
+
+    def _hold(self, p: nn.Parameter, mask: torch.Tensor) -> None:
+        if bool(mask.any()):
+            self.frozen.append((p, mask, p.detach().clone()))
+
+    # -- nearest class mean (Class-IL) ---------------------------------------------
+
+    def _exemplars(self, strategy) -> Optional[list[torch.Tensor]]:
+        memory = self.memory
+        if memory is None:
+            for plugin in strategy.plugins:
+                if hasattr(plugin, "tensors") and hasattr(plugin, "by_class"):
+                    memory = plugin
+                elif hasattr(plugin, "storage_policy"):  # Avalanche's ReplayPlugin
+                    buffer = plugin.storage_policy.buffer
+                    return materialize(buffer) if len(buffer) else None
+        if memory is None or len(memory) == 0:
+            return None
+        return memory.tensors()
+
+    def _update_class_means(self, strategy) -> None:
+        model = strategy.model
+        x, y, _ = materialize(strategy.experience.dataset.eval())[:3]
+        stored = self._exemplars(strategy)
+        if stored is not None:
+            x, y = torch.cat([x, stored[0]]), torch.cat([y, stored[1]])
+        feats = self._ncm_space(class_features(model, x, strategy.eval_mb_size, strategy.device))
+        width = feats.shape[1]
+        for c, mean in list(self.class_means.items()):  # channels added since: 0
+            if mean.numel() < width:
+                self.class_means[c] = torch.cat([mean, mean.new_zeros(width - mean.numel())])
+        for c in y.unique().tolist():
+            mean = feats[y == c].mean(0)
+            self.class_means[int(c)] = self._ncm_space(mean[None])[0]
+
+    def _ncm_space(self, features: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(features, dim=1) if self.ncm_normalize else features
+
+    def ncm_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """Negative distances to the class means; classes without a mean score below all others."""
+        n = max(self.class_means) + 1
+        means = torch.zeros(n, features.shape[1], device=features.device)
+        known = torch.zeros(n, dtype=torch.bool, device=features.device)
+        for c, m in self.class_means.items():
+            means[c], known[c] = m.to(features.device), True
+        scores = -torch.cdist(self._ncm_space(features), means)
+        return torch.where(known, scores, scores.min() - 1.0)
+
+    def after_eval_forward(self, strategy, **kwargs):
+        model = strategy.model
+        use_ncm = self.ncm if self.ncm is not None else not model.multi_head
+        if use_ncm and self.class_means and model.last_features is not None:
+            strategy.mb_output = self.ncm_scores(model.last_features)
+
+    # -- records ------------------------------------------------------------
+
+    def task_report(self) -> dict[str, Any]:
+        """The latest task's record: active channels and widths per layer, growth, params, sparsity."""
+        return dict(self.reports[-1])
+
+
+def _zero_block(weight: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
+    """weight[rows][:, cols] = 0 for linear ([out, in]) and conv ([out, in, k, k]) weights."""
+    block = rows.view(-1, 1) & cols.view(1, -1)
+    weight[block] = 0.0
+
+
+def class_features(model: nn.Module, x: torch.Tensor, batch_size: int, device: Any = "cpu") -> torch.Tensor:
+    """Deterministic last-hidden-layer features of `x` (eval mode), in batches."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out.append(model.features(x[start:start + batch_size].to(device)))
+    model.train(was_training)
+    return torch.cat(out)
