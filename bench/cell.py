@@ -36,6 +36,8 @@ def seed_everything(seed: int, threads: int) -> None:
     different bits. The runner therefore uses one count for every cell.
     """
     warnings.filterwarnings("ignore", message="No loggers specified")
+    # Avalanche's ParamData.expand indexes with a list of slices; torch still reads it as a tuple
+    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
     # Deterministic cuBLAS needs a fixed workspace, set before CUDA starts.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
@@ -160,7 +162,7 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
     bench = build_benchmark(data, config["scenario"])
     info = registry.get(config["strategy"])
     ctx = StrategyContext(
-        dataset=config["dataset"], scenario=config["scenario"], task_classes=split.task_classes,
+        dataset=config["dataset"], scenario=config["scenario"], split=split,
         memory=config["memory"], epochs=config["epochs"], batch_size=config["batch_size"],
         eval_batch_size=config["eval_batch_size"], optimizer=config["optimizer"],
         params=config["params"], backbone=config["backbone"], seed=config["seed"], device=device)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from bench import models
+from bench.scenarios import Split
 
 
 class TensorBatches:
@@ -86,7 +87,7 @@ class StrategyContext:
 
     dataset: str
     scenario: str
-    task_classes: tuple[tuple[int, ...], ...]
+    split: Split  # the classes of each task
     memory: int
     epochs: int
     batch_size: int
@@ -96,14 +97,6 @@ class StrategyContext:
     backbone: str | None = None
     seed: int = 0
     device: str = "cpu"
-
-    @property
-    def n_tasks(self) -> int:
-        return len(self.task_classes)
-
-    @property
-    def n_classes(self) -> int:
-        return sum(len(c) for c in self.task_classes)
 
     @property
     def spec(self) -> models.BackboneSpec | None:

@@ -15,7 +15,7 @@ def build(ctx):
     from avalanche.training.supervised import ICaRL
 
     features = ctx.features()
-    classifier = nn.Linear(features.out_features, ctx.n_classes)
+    classifier = nn.Linear(features.out_features, ctx.split.n_classes)
     params = list(features.parameters()) + list(classifier.parameters())
     # Avalanche keeps ceil(memory / classes seen) exemplars per class, which can exceed
     # the budget by up to (classes - 1) samples when the division is not exact.

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench.models import BackboneSpec, Layer
+from bench.scenarios import Split
 from bench.strategy import StrategyContext
 from strategies import ib
 from strategies.ib.network import IBNet
@@ -43,7 +44,7 @@ def benchmark(task_il: bool, n_tasks: int = 3, per_class: int = 128):
 
 def context(task_il: bool, optimizer: dict | None = None, memory: int = 0, epochs: int = 4) -> StrategyContext:
     return StrategyContext(dataset="mnist", scenario="task-il" if task_il else "class-il",
-                           task_classes=((0, 1), (2, 3), (4, 5)), memory=memory, epochs=epochs,
+                           split=Split(((0, 1), (2, 3), (4, 5))), memory=memory, epochs=epochs,
                            batch_size=32, eval_batch_size=256,
                            optimizer=optimizer or {"name": "adam", "lr": 0.01})
 
@@ -315,7 +316,7 @@ def test_plugin_with_plain_naive():
 
 
 def test_build_from_context_and_unsupported_backbones():
-    ctx = StrategyContext(dataset="mnist", scenario="class-il", task_classes=((0, 1), (2, 3)), memory=10,
+    ctx = StrategyContext(dataset="mnist", scenario="class-il", split=Split(((0, 1), (2, 3))), memory=10,
                           epochs=1, batch_size=32, eval_batch_size=64, optimizer={"name": "adam", "lr": 1e-3},
                           params={"gamma": 1e-4})
     strategy = ib.build(ctx)

@@ -19,6 +19,6 @@ def unsupported(dataset, scenario, memory, backbone):
 def build(ctx):
     from strategies.pnn.network import ProgressiveNet
 
-    model = ProgressiveNet(ctx.spec, len(ctx.task_classes[0]),
+    model = ProgressiveNet(ctx.spec, len(ctx.split.task_classes[0]),
                            width_factor=float(ctx.params.get("width_factor", 1.0)))
     return ctx.template(model=model, replay=False)
