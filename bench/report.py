@@ -405,9 +405,12 @@ def latex_table(table: pd.DataFrame, caption: str = "") -> str:
 def table_caption(summary: pd.DataFrame, dataset: str, scenario: str) -> str:
     """State what the numbers are, so a table copied out of context stays honest."""
     memories = sorted({m for m in summary["memory"] if not _missing(m) and _is_number(m)})
-    budget = ", ".join(f"{m:.0f}" for m in memories) if memories else MISSING
+    # strategies that store no data record 0; the budget is what the others were given
+    budgets = [m for m in memories if m > 0] or memories
+    budget = ", ".join(f"{m:.0f}" for m in budgets) if budgets else MISSING
     unit, _ = _state_unit(summary)
-    return (f"{dataset}, {scenario}. Memory budget: {budget} exemplars. "
+    stores = " (0 in the Memory column: the strategy stores no data)" if 0 in memories and budgets != memories else ""
+    return (f"{dataset}, {scenario}. Memory budget: {budget} exemplars{stores}. "
             f"Numbers are mean ± std over seeds (sample std, ddof={DDOF}; "
             "a single seed shows the mean only); accuracies, forgetting and BWT in %. "
             f"Extra state in {unit} (1 {unit} = 10^{6 if unit == 'MB' else 3} bytes). "
