@@ -91,3 +91,12 @@ def test_pnn_does_not_forget(root):
     assert len(set(first_column)) == 1
     assert record["metrics"]["forgetting"] == 0.0
     assert not math.isnan(record["metrics"]["bwt"])
+
+
+def test_resnet18_backbone_option_trains(root):
+    """The reduced ResNet-18 meant for GPU runs is a drop-in backbone (here on the CPU)."""
+    config = tiny_config("cifar10", "class-il", "naive", backbone="resnet18")
+    record = run_cell(config, str(root), threads=1, progress=False)
+    check_record(record, 5)
+    assert record["config"]["backbone"] == "resnet18"
+    assert record["params"] > 1_000_000
