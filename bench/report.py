@@ -610,17 +610,25 @@ def _cell_series(records: list[dict], label: str) -> dict | None:
     }
 
 
-def _draw_curve(ax, s: dict) -> None:
-    x = np.arange(1, len(s["curve"]) + 1)
-    (line,) = ax.plot(x, s["curve"], marker="o", label=s["label"])
-    if s["curve_std"] is not None:
-        ax.fill_between(x, s["curve"] - s["curve_std"], s["curve"] + s["curve_std"],
-                        color=line.get_color(), alpha=0.2, linewidth=0)
+def _draw_line(ax, values: np.ndarray, std: np.ndarray | None, label: str) -> None:
+    """One series over tasks, with a shaded band of one std when there are several seeds."""
+    x = np.arange(1, len(values) + 1)
+    (line,) = ax.plot(x, values, marker="o", label=label)
+    if std is not None:
+        ax.fill_between(x, values - std, values + std, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def _task_axis(ax, n_tasks: int, ylabel: str, top: float) -> None:
     ax.set_xlabel("Tasks trained")
-    ax.set_ylabel("Average accuracy on seen tasks (%)")
-    ax.set_xticks(x)
-    ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    ax.set_xticks(np.arange(1, n_tasks + 1))
+    ax.set_ylim(0, top)
     ax.grid(alpha=0.3)
+
+
+def _draw_curve(ax, s: dict) -> None:
+    _draw_line(ax, s["curve"], s["curve_std"], s["label"])
+    _task_axis(ax, len(s["curve"]), "Average accuracy on seen tasks (%)", 100)
 
 
 def _plot_curves(path: Path, dataset: str, scenario: str, series: list[dict]) -> Path:
@@ -671,19 +679,10 @@ def _plot_active(path: Path, dataset: str, scenario: str, s: dict) -> Path:
     try:
         _draw_curve(left, s)
         left.set_title("Average accuracy")
-        active = s["active"]
-        x = np.arange(1, active.shape[0] + 1)
+        active, std = s["active"], s["active_std"]
         for l in range(active.shape[1]):
-            (line,) = right.plot(x, active[:, l], marker="o", label=f"Layer {l + 1}")
-            if s["active_std"] is not None:
-                std = s["active_std"][:, l]
-                right.fill_between(x, active[:, l] - std, active[:, l] + std,
-                                   color=line.get_color(), alpha=0.2, linewidth=0)
-        right.set_xlabel("Tasks trained")
-        right.set_ylabel("Active fraction (active / width)")
-        right.set_xticks(x)
-        right.set_ylim(0, 1.05)
-        right.grid(alpha=0.3)
+            _draw_line(right, active[:, l], None if std is None else std[:, l], f"Layer {l + 1}")
+        _task_axis(right, active.shape[0], "Active fraction (active / width)", 1.05)
         right.legend(fontsize="small")
         right.set_title("Active units per hidden layer")
         fig.suptitle(f"{dataset} / {scenario} / {s['label']} (mean over seeds)")

@@ -63,7 +63,8 @@ class FastLoading:
                                         shuffle, self.data_generator)
 
     def make_eval_dataloader(self, **kwargs):
-        # test sets are read once per cell, not once per evaluation (T(T+1)/2 of them)
+        # test sets are read once per cell, not once per evaluation (T(T+1)/2 of them); the
+        # benchmark holds its datasets for the whole cell, so their ids stay valid keys
         cache = self.__dict__.setdefault("_eval_tensors", {})
         key = id(self.experience.dataset)
         if key not in cache:
