@@ -54,3 +54,8 @@ class TaskILNet(MultiHeadModule):
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.classifier.forward_single_task(self.features(x), task_label)
+
+    def forward_all_tasks(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        # the backbone once for every head (LwF asks an old model for all its tasks' outputs)
+        features = self.features(x)
+        return {t: self.classifier.forward_single_task(features, t) for t in self.known_train_tasks_labels}
