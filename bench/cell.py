@@ -11,7 +11,6 @@ import os
 import random
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,6 @@ from bench.runner import provenance
 from bench.scenarios import build_benchmark, holdout_split, task_split
 from bench.strategy import StrategyContext
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -177,6 +175,7 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
     accuracy = AccuracyPlugin()
     strategy.plugins.extend([accuracy, GuardPlugin(bar)])
 
+    report = _plugin_report(method_plugins)  # the IB plugin reports its network state per task
     rows: list[list[float | None]] = []
     per_task: list[dict[str, Any]] = []
     try:
@@ -187,7 +186,6 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
             for i, experience in enumerate(bench.train_stream):
                 strategy.train(experience)
                 rows.append(_evaluate(strategy, accuracy, bench.test_stream[: i + 1], i + 1, n_tasks))
-                report = getattr(strategy, "task_report", None) or _plugin_report(method_plugins)
                 if report is not None:
                     per_task.append(report())
     finally:
