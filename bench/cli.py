@@ -136,6 +136,14 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
         path = cfg.parse_override(text)[0]
         if path[0] == "strategies" and len(path) > 1 and path[1] not in known:
             raise UsageError(f"--set {text}: unknown strategy {path[1]}; valid: {', '.join(known)}")
+    for name in protocol.get("strategies", {}):  # every section, also of strategies not run now
+        if name not in known:
+            raise UsageError(f"protocol {args.dataset}-{args.scenario}: unknown strategy section "
+                             f"[strategies.{name}]; valid: {', '.join(known)}")
+        try:
+            cfg.resolve(protocol, args.dataset, args.scenario, name, 0, 0, schema=known[name].settings)
+        except cfg.ConfigError as exc:
+            raise UsageError(str(exc)) from None
     backbones = [*models.BACKBONES, "resnet18"]
     if protocol["backbone"] not in backbones:
         raise UsageError(f"unknown backbone {protocol['backbone']!r}; valid: {', '.join(backbones)}")
@@ -166,7 +174,8 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
             raise UsageError(problem)
         used = memory if info.memory in ("shared", "own") else 0
         for seed in seeds:
-            config = cfg.resolve(protocol, args.dataset, args.scenario, name, seed, used, args.holdout)
+            config = cfg.resolve(protocol, args.dataset, args.scenario, name, seed, used, args.holdout,
+                                 schema=info.settings)
             config["hash"] = cfg.config_hash(config)
             path = record_path(args.results, config)
             cells.append((Cell(config, path), finished_ok(path, config["hash"]) and not args.force))

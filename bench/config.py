@@ -64,7 +64,9 @@ def apply_overrides(protocol: dict[str, Any], overrides: list[str]) -> dict[str,
 
 # Top-level protocol settings and what each must be; `strategies.<name>` sections are free-form
 # (a strategy's own parameters) except for the `epochs` and `optimizer` they may override.
-PROTOCOL_KEYS = ("backbone", "epochs", "batch_size", "eval_batch_size", "memory", "optimizer", "strategies")
+# `tune` holds the search spaces of `bench tune`: `budget = 8` and `[tune.<strategy>] key = [values]`.
+PROTOCOL_KEYS = ("backbone", "epochs", "batch_size", "eval_batch_size", "memory", "optimizer", "strategies",
+                 "tune")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -119,10 +121,22 @@ def validate_protocol(protocol: dict[str, Any]) -> None:
 
 
 def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str, seed: int,
-            memory_used: int, holdout: float = 0.0) -> dict[str, Any]:
-    """The full configuration of one cell; `memory_used` is the budget this strategy actually gets."""
+            memory_used: int, holdout: float = 0.0, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full configuration of one cell; `memory_used` is the budget this strategy actually gets.
+
+    `schema` is the strategy's declared settings: their defaults fill what the protocol
+    leaves out, and a value that is unknown or out of range raises ConfigError.
+    """
+    from bench.settings import SettingError, resolve_settings
+
     own = dict(protocol.get("strategies", {}).get(strategy, {}))
     optimizer = {**protocol["optimizer"], **own.pop("optimizer", {})}
+    epochs = own.pop("epochs", protocol["epochs"])
+    if schema is not None:
+        try:
+            own = resolve_settings(strategy, schema, own)
+        except SettingError as exc:
+            raise ConfigError(str(exc)) from None
     return {
         "version": CONFIG_VERSION,
         "dataset": dataset,
@@ -131,7 +145,7 @@ def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str
         "seed": seed,
         "backbone": protocol["backbone"],
         "memory": memory_used,
-        "epochs": int(own.pop("epochs", protocol["epochs"])),
+        "epochs": int(epochs),
         "batch_size": int(protocol["batch_size"]),
         "eval_batch_size": int(protocol["eval_batch_size"]),
         "optimizer": optimizer,

@@ -6,6 +6,7 @@ A strategy module defines
     def build(ctx: StrategyContext): ...  # returns an Avalanche strategy
 and optionally
     NAME = "..."                          # defaults to the module name
+    SETTINGS = {"key": Setting(...)}      # its own settings with defaults and ranges (bench.settings)
     WHOLE_STREAM = True                   # trained once on all tasks together (the joint upper bound)
     def unsupported(dataset, scenario, memory, backbone) -> str | None   # why it doesn't apply to a cell
     def invalid(memory, n_classes) -> str | None  # why a setting is impossible (an input error)
@@ -34,6 +35,11 @@ class StrategyInfo:
     @property
     def memory(self) -> str:
         return self.module.MEMORY
+
+    @property
+    def settings(self) -> dict:
+        """The declared settings (name -> bench.settings.Setting); none when the module declares none."""
+        return dict(getattr(self.module, "SETTINGS", {}))
 
     @property
     def whole_stream(self) -> bool:

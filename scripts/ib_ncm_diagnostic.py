@@ -40,7 +40,8 @@ def main() -> None:
     data = holdout_split(load_dataset("mnist", args.data_root, download=False), args.holdout)
     split = task_split(data)
     protocol = cfg.load_protocol("mnist", "class-il")
-    config = cfg.resolve(protocol, "mnist", "class-il", "ib", args.seed, protocol["memory"])
+    config = cfg.resolve(protocol, "mnist", "class-il", "ib", args.seed, protocol["memory"],
+                         schema=registry.get("ib").settings)
     ctx = StrategyContext(dataset="mnist", scenario="class-il", split=split, memory=config["memory"],
                           epochs=config["epochs"], batch_size=config["batch_size"],
                           eval_batch_size=config["eval_batch_size"], optimizer=config["optimizer"],

@@ -25,7 +25,8 @@ def tiny_config(dataset, scenario, strategy, memory=None, epochs=1, **settings):
     protocol.update(epochs=epochs, batch_size=8, **settings)
     budget = protocol["memory"] if memory is None else memory
     used = budget if registry.get(strategy).memory != "none" else 0
-    config = cfg.resolve(protocol, dataset, scenario, strategy, seed=0, memory_used=used)
+    config = cfg.resolve(protocol, dataset, scenario, strategy, seed=0, memory_used=used,
+                         schema=registry.get(strategy).settings)
     config["hash"] = cfg.config_hash(config)
     return config
 

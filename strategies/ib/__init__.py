@@ -59,32 +59,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bench.settings import Setting, resolve_settings
+
 if TYPE_CHECKING:
     from bench.models import BackboneSpec
 
 SCENARIOS = ("class-il", "task-il")
 MEMORY = "shared"
 
-# Defaults of the protocol's [strategies.ib] section (every key may be overridden there).
-DEFAULTS: dict[str, Any] = {
-    "gamma": 1e-4,  # global sparsity weight (used when target_active is not set)
-    "threshold": 1.0,  # active when (mu/sigma)^2 >= threshold
-    "mu_init": 1.0,
+# The protocol's [strategies.ib] section may set any of these.
+SETTINGS: dict[str, Setting] = {
+    "gamma": Setting(1e-4, low=0.0, help="global sparsity weight (used when target_active is not set)"),
+    "threshold": Setting(1.0, low=0.0, low_open=True, help="active when (mu/sigma)^2 >= threshold"),
+    "mu_init": Setting(1.0, low=0.0, low_open=True),
     # the reference resets sigma to 0.01 (mu/sigma = 100): with a few hundred steps per task the
     # gates cannot travel that far, so start closer to the threshold (chosen on held-out MNIST)
-    "sigma_init": 0.3,
-    "gate_lr": 0.01,  # learning rate of mu and log_sigma; None: the optimizer's
-    "grow": None,  # channels added to a full layer; None: 1/8 of its initial width
-    "target_active": None,  # adaptive per-channel gamma when set (fraction of free channels)
-    "adapt_every": 10,
-    "gamma_min": 1e-10,
-    "gamma_max": 1e-3,
-    "gamma_up": 1.1,
-    "gamma_down": 0.9,
-    "frozen_noise": False,
-    "ncm": None,  # nearest-class-mean prediction; None: in Class-IL only
-    "ncm_normalize": False,  # NCM on L2-normalised features (iCaRL's choice; not in the reference)
+    "sigma_init": Setting(0.3, low=0.0, low_open=True),
+    "gate_lr": Setting(0.01, kind=float, low=0.0, low_open=True, optional=True,
+                       help="learning rate of mu and log_sigma; none: the optimizer's"),
+    "grow": Setting(None, kind=int, low=1, optional=True,
+                    help="channels added to a full layer; none: 1/8 of its initial width"),
+    "target_active": Setting(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
+                             help="adaptive per-channel gamma when set (fraction of free channels)"),
+    "adapt_every": Setting(10, low=1),
+    "gamma_min": Setting(1e-10, low=0.0),
+    "gamma_max": Setting(1e-3, low=0.0),
+    "gamma_up": Setting(1.1, low=1.0),
+    "gamma_down": Setting(0.9, low=0.0, low_open=True, high=1.0),
+    "frozen_noise": Setting(False),
+    "ncm": Setting(None, kind=bool, optional=True, help="nearest-class-mean prediction; none: in Class-IL only"),
+    "ncm_normalize": Setting(False, help="NCM on L2-normalised features (iCaRL's choice; not in the reference)"),
 }
+DEFAULTS: dict[str, Any] = {k: s.default for k, s in SETTINGS.items()}
 
 
 def unsupported(dataset: str, scenario: str, memory: int, backbone: str | None) -> str | None:
@@ -96,10 +102,8 @@ def unsupported(dataset: str, scenario: str, memory: int, backbone: str | None) 
 
 
 def settings(params: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(params) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown [strategies.ib] settings: {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **params}
+    """The declared defaults overlaid with `params`, checked (raises bench.settings.SettingError)."""
+    return resolve_settings("ib", SETTINGS, params)
 
 
 def build_parts(spec: BackboneSpec, multi_head: bool, params: dict[str, Any]):

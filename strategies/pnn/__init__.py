@@ -6,8 +6,12 @@ backbone's layer spec, so convolutional backbones get convolutional columns
 backbone (`width_factor` in the protocol) since a network of T tasks holds T
 columns and T(T-1)/2 lateral links per layer.
 """
+from bench.settings import Setting
+
 SCENARIOS = ("task-il",)
 MEMORY = "none"
+SETTINGS = {"width_factor": Setting(1.0, low=0.0, low_open=True, high=1.0,
+                                    help="column width as a fraction of the backbone's")}
 
 
 def unsupported(dataset, scenario, memory, backbone):
@@ -20,5 +24,5 @@ def build(ctx):
     from strategies.pnn.network import ProgressiveNet
 
     model = ProgressiveNet(ctx.spec, len(ctx.split.task_classes[0]),
-                           width_factor=float(ctx.params.get("width_factor", 1.0)))
+                           width_factor=ctx.params["width_factor"])
     return ctx.template(model=model, replay=False)
