@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from bench import metrics, models, registry
 from bench.datasets import load_dataset
-from bench.runner import provenance
+from bench.provenance import provenance
 from bench.scenarios import build_benchmark, holdout_split, task_split
 from bench.strategy import StrategyContext
 
@@ -209,7 +209,7 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
         "data_unverified": data.unverified,
         "device": device,
         "threads": threads,
-        **provenance(),
+        **provenance(info.module.__name__),
     }
     if per_task:
         record["per_task"] = per_task

@@ -108,20 +108,20 @@ def main(argv: list[str] | None = None) -> int:
 def plan(args) -> tuple[list, list[tuple[str, str]]]:
     """The cells to run (records not yet there) and the strategies skipped with their reasons.
 
-    Loads the dataset once, so missing or broken data stops the run before any training.
+    Every setting is checked first. When some cell must run, the dataset is loaded
+    once, so missing or broken data stops the run before any training; when every
+    cell is already done, the data is not needed and not read.
     """
     from bench import config as cfg
     from bench import registry
     from bench import models
-    from bench.datasets import DataError, load_dataset
+    from bench.provenance import code_fingerprint
+    from bench.records import identity
     from bench.runner import Cell, check_writable, finished_ok, record_path
-    from bench.scenarios import task_split
 
     known = registry.strategies()
-    named = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
-    unknown = [s for s in named or [] if s not in known]
-    if unknown:
-        raise UsageError(f"unknown strategy {', '.join(unknown)}; valid: {', '.join(known)}")
+    named = _strategy_list(args.strategies, known)
+    device = check_device(args.device)
     try:
         protocol = cfg.apply_overrides(cfg.load_protocol(args.dataset, args.scenario), args.overrides)
         if args.epochs is not None:
@@ -144,23 +144,21 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
             cfg.resolve(protocol, args.dataset, args.scenario, name, 0, 0, schema=known[name].settings)
         except cfg.ConfigError as exc:
             raise UsageError(str(exc)) from None
-    backbones = [*models.BACKBONES, "resnet18"]
-    if protocol["backbone"] not in backbones:
-        raise UsageError(f"unknown backbone {protocol['backbone']!r}; valid: {', '.join(backbones)}")
-
-    try:
-        data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
-    except (DataError, OSError) as exc:
-        raise UsageError(str(exc)) from None
-    _check_shape(data, args.dataset, args.data_root)
-    n_classes = task_split(data).n_classes
+    problem = models.unusable(args.dataset, protocol["backbone"])
+    if problem:
+        raise UsageError(problem)
     try:
         check_writable(args.results)
     except OSError as exc:
         raise UsageError(f"cannot write records under {args.results}: {exc}") from None
 
     seeds = [args.seed] if args.seed is not None else list(range(args.seeds or 1))
-    cells, skipped = [], []
+    # Device and threads change results, so they are part of a record's identity. They enter the
+    # configuration (hence the record's name) only when not the defaults, so that records made
+    # before they did keep their names; those records store both, and `done` checks them.
+    runtime = {**({"device": device} if device != "cpu" else {}),
+               **({"threads": args.threads} if args.threads != 1 else {})}
+    cells, skipped, runnable = [], [], []
     for name in named or list(known):
         info = known[name]
         reason = info.why_not(args.dataset, args.scenario, memory, protocol.get("backbone"))
@@ -169,17 +167,81 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
                 raise UsageError(f"{name} cannot run {args.dataset} {args.scenario}: {reason}")
             skipped.append((name, reason))
             continue
-        problem = info.invalid(memory, n_classes)
-        if problem:
-            raise UsageError(problem)
+        runnable.append(info)
         used = memory if info.memory in ("shared", "own") else 0
+        code = code_fingerprint(info.module.__name__)
         for seed in seeds:
             config = cfg.resolve(protocol, args.dataset, args.scenario, name, seed, used, args.holdout,
                                  schema=info.settings)
+            config.update(runtime)
             config["hash"] = cfg.config_hash(config)
             path = record_path(args.results, config)
-            cells.append((Cell(config, path), finished_ok(path, config["hash"]) and not args.force))
+            done = not args.force and finished_ok(path, identity(config, code, device, args.threads))
+            cells.append((Cell(config, path, code=code), done))
+    if all(done for _, done in cells):
+        return cells, skipped  # nothing to train: the data is not needed (a fresh clone offline still reports)
+    _check_data(args, runnable, memory)
     return cells, skipped
+
+
+def _strategy_list(text: str | None, known: dict) -> list[str] | None:
+    """The strategies named by --strategies (None: all); an empty, unknown or repeated name is an error."""
+    if text is None:
+        return None
+    named = [s.strip() for s in text.split(",")]
+    if not any(named):
+        raise UsageError(f"--strategies is empty ({text!r}); name at least one of {', '.join(known)}, "
+                         "or leave the option out to run every strategy")
+    if "" in named:
+        raise UsageError(f"--strategies {text!r} has an empty name; separate names by single commas")
+    unknown = [s for s in named if s not in known]
+    if unknown:
+        raise UsageError(f"unknown strategy {', '.join(unknown)}; valid: {', '.join(known)}")
+    repeated = sorted({s for s in named if named.count(s) > 1})
+    if repeated:
+        raise UsageError(f"--strategies names {', '.join(repeated)} more than once")
+    return named
+
+
+def check_device(text: str) -> str:
+    """The torch device `text` names, checked to exist here; UsageError otherwise."""
+    if text == "cpu":
+        return text  # no torch import for the common case
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"--device {text!r} is not a device ({exc}); use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device {text}: no CUDA device is available on this machine; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {text}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"--device {text}: MPS is not available on this machine; use --device cpu")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {text}: only cpu, cuda and mps devices are supported")
+    return str(device)
+
+
+def _check_data(args, strategies: list, memory: int) -> None:
+    """Load the dataset once and check what the cells will need from it; UsageError when unusable."""
+    from bench.datasets import DataError, load_dataset
+    from bench.scenarios import task_split
+
+    try:
+        data = load_dataset(args.dataset, args.data_root, download=not args.no_download)
+    except (DataError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    _check_shape(data, args.dataset, args.data_root)
+    n_classes = task_split(data).n_classes
+    for info in strategies:
+        problem = info.invalid(memory, n_classes)
+        if problem:
+            raise UsageError(problem)
 
 
 def _check_shape(data, dataset: str, root: str) -> None:
@@ -216,19 +278,33 @@ def cmd_run(args, argv: list[str]) -> int:
             print_line(f"[{n}/{total}] {cell.label}: final accuracy {100 * m['final_acc']:.1f}%{forget}"
                        f" ({record['time_s']:.0f} s)")
         else:
-            print_line(f"[{n}/{total}] {cell.label}: FAILED: {record['error']} ({cell.path})")
+            kept = f"; {record['not_stored']}" if record.get("not_stored") else ""
+            print_line(f"[{n}/{total}] {cell.label}: FAILED: {record['error']} ({cell.path}){kept}")
+
+    def on_skip(cell, why):
+        print_line(f"[{next(counter)}/{total}] {cell.label}: skipped, {why}")
 
     command = "python -m bench " + shlex.join(argv)
-    outcome = run_cells(todo, args.data_root, jobs=args.jobs, device=args.device,
-                        command=command, on_done=on_done, threads=args.threads)
-    print_line(f"finished: {len(outcome.ok)} ok, {len(outcome.failed)} failed, {len(done)} already done, "
-               f"{len(skipped)} skipped, {len(outcome.not_run)} not run")
+    outcome = run_cells(todo, args.data_root, jobs=args.jobs, device=check_device(args.device),
+                        command=command, on_done=on_done, threads=args.threads, force=args.force,
+                        on_skip=on_skip)
+    print_line(f"finished: {len(outcome.ok)} ok, {len(outcome.failed)} failed, "
+               f"{len(done) + len(outcome.done_elsewhere)} already done, "
+               f"{len(skipped)} skipped, {len(outcome.not_run)} not run, {len(outcome.elsewhere)} running elsewhere")
     if outcome.interrupted:
         for cell in outcome.not_run:
             print_line(f"not run (interrupted): {cell.label}")
         print_line("interrupted: run the same command again to finish the remaining cells")
         return EXIT_INTERRUPTED
-    _write_tables(args.results, show=(args.dataset, args.scenario))
+    if outcome.elsewhere:
+        print_line("cells running elsewhere are left to the run that claimed them; "
+                   "run the same command again once it has ended to pick up any it did not finish")
+    try:
+        _write_tables(args.results, show=(args.dataset, args.scenario))
+    except OSError as exc:  # the records are stored; only the tables could not be rebuilt
+        print_line(f"error: cannot write tables under {args.results / 'tables'}: {exc}; "
+                   f"the records are stored, rebuild with: python -m bench table --results {args.results}")
+        return EXIT_FAILED
     return EXIT_FAILED if outcome.failed else 0
 
 

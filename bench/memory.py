@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from avalanche.core import SupervisedPlugin
 
-from bench.strategy import TensorBatches, materialize
+from bench.batches import TensorBatches, materialize
 
 
 class ReplayBatches:

@@ -168,6 +168,23 @@ def build_features(dataset: str, backbone: str | None = None) -> nn.Module:
     return FeatureNet(BACKBONES[name])
 
 
+RESNET_INPUT = (3, 32, 32)  # Avalanche's slim ResNet-18 reshapes its input to this
+
+
+def unusable(dataset: str, backbone: str) -> str | None:
+    """Why `backbone` cannot take `dataset`'s images (an unknown name, another input shape), or None."""
+    names = [*BACKBONES, "resnet18"]
+    if backbone not in names:
+        return f"unknown backbone {backbone!r}; valid: {', '.join(names)}"
+    images = BACKBONES[DEFAULT_BACKBONE[dataset]].in_shape
+    takes = RESNET_INPUT if backbone == "resnet18" else BACKBONES[backbone].in_shape
+    if tuple(takes) != tuple(images):
+        usable = [n for n in names if (RESNET_INPUT if n == "resnet18" else BACKBONES[n].in_shape) == images]
+        return (f"backbone {backbone} takes images of shape {tuple(takes)}, {dataset} has {tuple(images)}; "
+                f"for {dataset} use {', '.join(usable)}")
+    return None
+
+
 def backbone_spec(dataset: str, backbone: str | None = None) -> BackboneSpec | None:
     """The layer spec of a backbone, or None for backbones not built from a spec (resnet18)."""
     name = backbone or DEFAULT_BACKBONE[dataset]

@@ -21,6 +21,7 @@ the tables to the terminal.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -36,9 +37,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-METRICS = ("final_acc", "avg_inc_acc", "forgetting", "bwt")
+from bench.records import METRICS, REQUIRED_CONFIG, is_number as _is_number, validate_record  # noqa: F401  (the one rule)
+
 COSTS = ("time_s", "peak_rss_mb", "params", "extra_state_bytes")
-REQUIRED_CONFIG = ("dataset", "scenario", "strategy", "seed", "hash")
 STRATEGY_ORDER = ("naive", "joint", "replay", "ewc", "lwf", "icarl", "pnn", "ib")
 KEY = ["dataset", "scenario", "strategy", "hash"]
 DDOF = 1  # sample std: with a handful of seeds the population std understates spread
@@ -83,55 +84,6 @@ def _read_record(path: Path) -> tuple[dict | None, str | None]:
     return (None, reason) if reason else (record, None)
 
 
-def validate_record(record: Any) -> str | None:
-    """Return why `record` is not a usable run record, or None when it is."""
-    if not isinstance(record, dict):
-        return f"not a JSON object (got {type(record).__name__})"
-    status = record.get("status")
-    if status not in ("ok", "failed"):
-        return f"missing or invalid field 'status' (got {status!r})"
-    config = record.get("config")
-    if not isinstance(config, dict):
-        return "missing or invalid field 'config'"
-    for key in REQUIRED_CONFIG:
-        if key not in config or config[key] is None:
-            return f"missing field 'config.{key}'"
-    for key in ("dataset", "scenario", "strategy", "hash"):
-        if not isinstance(config[key], str) or not config[key]:
-            return f"field 'config.{key}' is not a non-empty string"
-    if status == "ok":
-        return _validate_ok_payload(record)
-    return None
-
-
-def _validate_ok_payload(record: dict) -> str | None:
-    """An ok record must carry the numbers the tables are built from."""
-    matrix = record.get("acc_matrix")
-    if not isinstance(matrix, list) or not matrix or not all(isinstance(r, list) for r in matrix):
-        return "missing or invalid field 'acc_matrix' (need a list of rows)"
-    for row in matrix:
-        if not all(v is None or _is_number(v) for v in row):
-            return "field 'acc_matrix' holds a value that is neither a number nor null"
-    metrics = record.get("metrics")
-    if not isinstance(metrics, dict):
-        return "missing or invalid field 'metrics'"
-    for key in METRICS:
-        if key not in metrics:
-            return f"missing field 'metrics.{key}'"
-        # a single-row matrix (the joint upper bound) has no forgetting or transfer to measure
-        if metrics[key] is None and key != "final_acc" and len(matrix) == 1:
-            continue
-        if not _is_number(metrics[key]) or not math.isfinite(metrics[key]):
-            return f"field 'metrics.{key}' is not a finite number (got {metrics[key]!r})"
-    return None
-
-
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass, but True is never a valid accuracy.
-    return isinstance(value, (int, float, np.integer, np.floating)) \
-        and not isinstance(value, (bool, np.bool_))
-
-
 def _missing(value: Any) -> bool:
     """None, NaN or pandas' NA (which a nullable integer column yields)."""
     return value is None or (not isinstance(value, (list, tuple, dict)) and bool(pd.isna(value)))
@@ -162,7 +114,7 @@ def summary_frame(records: Sequence[dict]) -> pd.DataFrame:
     `std` uses ddof=1, so it is NaN with a single ok seed.
     """
     stat_cols = [f"{m}_{s}" for m in METRICS + COSTS for s in ("mean", "std")]
-    columns = KEY + ["label", "memory", "epochs", "n_seeds", "n_failed"] + stat_cols
+    columns = KEY + ["label", "memory", "epochs", "n_seeds", "n_failed", "n_old_code", "n_dirty"] + stat_cols
     if not records:
         return pd.DataFrame(columns=columns)
     flat = pd.DataFrame([_flat_row(r) for r in records])
@@ -172,6 +124,26 @@ def summary_frame(records: Sequence[dict]) -> pd.DataFrame:
     for col in ("memory", "epochs"):
         frame[col] = _as_int_if_integral(frame[col])
     return _sort_rows(frame).reset_index(drop=True)
+
+
+OLD_CODE_MARK, DIRTY_MARK = "†", "*"
+
+
+def current_code(strategy: str) -> str | None:
+    """The fingerprint of the code a cell of `strategy` would run now (None: no such strategy here)."""
+    return _current_codes().get(strategy)
+
+
+@functools.lru_cache(maxsize=1)
+def _current_codes() -> dict[str, str]:
+    from bench import registry
+    from bench.provenance import code_fingerprint
+
+    return {name: code_fingerprint(info.module.__name__) for name, info in registry.strategies().items()}
+
+
+def _marks(row: pd.Series) -> str:
+    return (OLD_CODE_MARK if row.get("n_old_code", 0) else "") + (DIRTY_MARK if row.get("n_dirty", 0) else "")
 
 
 def _as_int_if_integral(column: pd.Series) -> pd.Series:
@@ -189,7 +161,10 @@ def _flat_row(record: dict) -> dict:
     cfg = record["config"]
     row = {k: cfg[k] for k in KEY}
     row.update(seed=cfg["seed"], ok=record["status"] == "ok",
-               memory=cfg.get("memory"), epochs=cfg.get("epochs"))
+               memory=cfg.get("memory"), epochs=cfg.get("epochs"),
+               # marks concern the numbers shown, so only ok seeds count
+               old_code=record["status"] == "ok" and record.get("code") != current_code(cfg["strategy"]),
+               dirty=record["status"] == "ok" and record.get("git_dirty") is True)
     metrics = record.get("metrics") or {}
     for m in METRICS:
         row[m] = metrics.get(m) if row["ok"] else None
@@ -203,7 +178,8 @@ def _summary_row(key: tuple, group: pd.DataFrame, label: str) -> dict:
     ok = group[group["ok"]]
     row = dict(zip(KEY, key))
     row.update(label=label, memory=group["memory"].iloc[0], epochs=group["epochs"].iloc[0],
-               n_seeds=len(group), n_failed=int((~group["ok"]).sum()))
+               n_seeds=len(group), n_failed=int((~group["ok"]).sum()),
+               n_old_code=int(group["old_code"].sum()), n_dirty=int(group["dirty"].sum()))
     for col in METRICS + COSTS:
         values = pd.to_numeric(ok[col], errors="coerce").dropna()
         row[f"{col}_mean"] = values.mean() if len(values) else np.nan
@@ -328,7 +304,7 @@ def _display_row(row: pd.Series, unit: str, scale: float) -> list[str]:
         measured = [_pm(row, m, 100.0, 2) for m in METRICS]
         measured += [_pm(row, "time_s", 1.0, 1), _pm(row, "params", 1.0, 0, sep=True, hide_zero=True),
                      _pm(row, "extra_state_bytes", 1.0 / scale, 2 if unit == "MB" else 1)]
-    return [row["label"]] + measured + [_memory(row["memory"]), str(n)]
+    return [f"{row['label']}{_marks(row)}"] + measured + [_memory(row["memory"]), str(n)]
 
 
 def _pm(row: pd.Series, col: str, factor: float, digits: int,
@@ -382,7 +358,8 @@ def _md_line(cells: list[str], widths: list[int], right: list[bool]) -> str:
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--"}
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--", "†": r"$^\dagger$",
+                  "*": r"$^*$"}
 
 
 def latex_escape(text: str) -> str:
@@ -414,7 +391,19 @@ def table_caption(summary: pd.DataFrame, dataset: str, scenario: str) -> str:
             f"Numbers are mean ± std over seeds (sample std, ddof={DDOF}; "
             "a single seed shows the mean only); accuracies, forgetting and BWT in %. "
             f"Extra state in {unit} (1 {unit} = 10^{6 if unit == 'MB' else 3} bytes). "
-            "A row with any failed seed shows failed (k/n) instead of numbers.")
+            "A row with any failed seed shows failed (k/n) instead of numbers."
+            + _footnotes(summary))
+
+
+def _footnotes(summary: pd.DataFrame) -> str:
+    notes = ""
+    if len(summary) and summary.get("n_old_code", pd.Series(dtype=int)).fillna(0).astype(int).any():
+        notes += (f" {OLD_CODE_MARK} Some seeds were made by older code than the current one (their code "
+                  "fingerprint differs); `bench run` reruns them.")
+    if len(summary) and summary.get("n_dirty", pd.Series(dtype=int)).fillna(0).astype(int).any():
+        notes += (f" {DIRTY_MARK} Some seeds were made with uncommitted changes to the code that runs "
+                  "in a cell (git_dirty).")
+    return notes
 
 
 def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,12 @@
 """Runs a grid of cells in worker processes, one process per cell, and keeps every finished result.
 
-- A record is written whole (temporary file, then rename) when its cell ends.
-- A cell whose record exists with status "ok" for the same configuration hash is
-  skipped (resume); `force` reruns it.
+- The main process claims a cell (bench/claims.py) before starting it and stores
+  its record (bench/records.py: written whole, never a failed attempt over an ok
+  record) before releasing the claim. A cell claimed by another run is skipped
+  and counted as running elsewhere. Workers only compute: each leaves its record
+  in a temporary result file, which the main process reads when the worker ends.
+- A cell whose ok record matches its identity (configuration hash, code
+  fingerprint, device, threads) is skipped (resume); `force` reruns it.
 - A cell that raises (an exception, a NaN loss) or whose process dies (killed,
   out of memory) is recorded as failed; the other cells go on.
 - Ctrl-C or SIGTERM stops the workers; finished records stay, running cells are
@@ -16,26 +20,23 @@ so a cell starts in milliseconds rather than seconds.
 """
 from __future__ import annotations
 
-import copy
-import functools
-import json
 import multiprocessing as mp
-import os
-import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from bench import claims
+from bench.records import (identity, is_done, is_ok, read_json, record_path, store_record, tmp_path,  # noqa: F401
+                           validate_record, write_json_atomic)
+
 STOP_TIMEOUT_S = 10  # how long a worker gets to stop after SIGTERM before it is killed
 
 
@@ -43,7 +44,9 @@ STOP_TIMEOUT_S = 10  # how long a worker gets to stop after SIGTERM before it is
 class Cell:
     config: dict[str, Any]
     path: Path
+    code: str = ""  # fingerprint of the code it runs (bench.provenance), part of its identity
     run_id: str = ""  # set when started; the record must carry it to count as this run's
+    claim: claims.Claim | None = None
 
     @property
     def label(self) -> str:
@@ -51,88 +54,60 @@ class Cell:
         return f"{c['dataset']} {c['scenario']} {c['strategy']} seed {c['seed']}"
 
 
-def record_path(results: Path, config: dict[str, Any]) -> Path:
-    c = config
-    return results / "runs" / f"{c['dataset']}_{c['scenario']}_{c['strategy']}_seed{c['seed']}_{c['hash']}.json"
-
-
-def tmp_path(path: Path, tag: str) -> Path:
-    """The temporary file a record is written to before it is renamed to `path`."""
-    return path.parent / f".{path.name}.{tag}.tmp"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any], tag: str | None = None) -> None:
-    """Write `data` to `tmp_path(path, tag)`, sync it, then rename it over `path`.
-
-    A reader sees either the old file or the whole new one, never a part. The
-    file gets the usual permissions (0666 less the umask), like any other output.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path, tag or uuid.uuid4().hex)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def finished_ok(path: Path, config_hash: str | None = None) -> bool:
-    """True when a valid record with status ok (for `config_hash`, when given) is stored at `path`."""
-    record = _read(path)
-    if not isinstance(record, dict) or record.get("status") != "ok":
-        return False
-    config = record.get("config")
-    if not isinstance(config, dict) or (config_hash is not None and config.get("hash") != config_hash):
-        return False
-    matrix = record.get("acc_matrix")
-    return isinstance(matrix, list) and bool(matrix) and all(isinstance(row, list) for row in matrix) \
-        and isinstance(record.get("metrics"), dict)
-
-
-@functools.lru_cache(maxsize=None)
-def _provenance() -> dict[str, Any]:
-    from importlib import metadata
-
-    def version(module: str, dist: str) -> str | None:
-        loaded = sys.modules.get(module)  # the imported module knows its build (e.g. 2.14.1+cpu)
-        if getattr(loaded, "__version__", None):
-            return str(loaded.__version__)
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=PROJECT_DIR, capture_output=True, text=True,
-                                  timeout=10, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "versions": {"python": platform.python_version(),
-                     **{m: version(m, d) for m, d in (("torch", "torch"), ("torchvision", "torchvision"),
-                                                     ("avalanche", "avalanche-lib"), ("numpy", "numpy"))}},
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
-        "host": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                 "cpus": os.cpu_count()},
-    }
-
-
-def provenance() -> dict[str, Any]:
-    """Package versions, git commit and dirtiness, host: what a record needs to be trusted or redone."""
-    return copy.deepcopy(_provenance())
+def finished_ok(path: Path, wanted: dict[str, Any] | None = None) -> bool:
+    """True when a usable ok record (made for identity `wanted`, when given) is stored at `path`."""
+    record = read_json(path)
+    return is_ok(record) if wanted is None else is_done(record, wanted)
 
 
 def failed_record(cell: Cell, error: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"status": "failed", "error": error, "config": cell.config, "acc_matrix": None,
             "metrics": None, **(extra or {})}
+
+
+# ---------------------------------------------------------------- the client's side of a cell
+# claim -> dispatch -> store -> release, whatever executes the cell in between.
+
+CLAIMED, HELD, DONE = "claimed", "held", "done"
+WORKER_TAG = "worker"
+
+
+def claim_cell(cell: Cell, wanted: dict[str, Any], force: bool = False) -> tuple[str, str]:
+    """Claim `cell` for this run; returns (CLAIMED | HELD | DONE, detail).
+
+    HELD: another run has it (detail names that run). DONE: another run finished
+    it since the plan was made, so there is nothing left to do.
+    """
+    cell.run_id = cell.run_id or uuid.uuid4().hex
+    try:
+        cell.claim = claims.claim(cell.path, cell.run_id, force=force)
+    except claims.Held as held:
+        return HELD, str(held)
+    old_run = (cell.claim.taken_over or {}).get("run_id")
+    if isinstance(old_run, str) and old_run.isalnum():  # a dead run may have left its worker's result behind
+        tmp_path(cell.path, f"{old_run}.result").unlink(missing_ok=True)
+    if not force and finished_ok(cell.path, wanted):
+        release_cell(cell)
+        return DONE, ""
+    return CLAIMED, ""
+
+
+def store_result(cell: Cell, record: dict[str, Any], wanted: dict[str, Any],
+                 stamp: dict[str, Any]) -> dict[str, Any]:
+    """Stamp and store a cell's record (see records.store_record) and return it.
+
+    When an ok record already there is kept instead, the returned record says so
+    in `not_stored` (in memory only)."""
+    record.update(run_id=cell.run_id, code=cell.code, **stamp)
+    if not store_record(cell.path, record, wanted, tag=cell.run_id):
+        record["not_stored"] = f"the ok record already at {cell.path} is kept"
+    return record
+
+
+def release_cell(cell: Cell) -> None:
+    if cell.claim is not None:
+        cell.claim.release()
+        cell.claim = None
 
 
 def _exit_on_signal(signum, frame):
@@ -160,27 +135,41 @@ def _stop_with_parent() -> None:
     threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
-def _worker(cell: Cell, data_root: str, threads: int, bar: int | None, device: str, command: str) -> None:
-    """Body of a worker process: run the cell and write its record, ok or failed.
+def result_path(cell: Cell) -> Path:
+    """Where a worker leaves the record it computed, for the main process to store."""
+    return tmp_path(cell.path, f"{cell.run_id}.result")
+
+
+def _worker(config: dict[str, Any], result: Path, data_root: str, threads: int, bar: int | None,
+            device: str) -> None:
+    """Body of a worker process: run the cell and leave its record, ok or failed, at `result`.
 
     `bar` is the terminal line of the cell's progress bar (None: no bar)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
     signal.signal(signal.SIGTERM, _exit_on_signal)
     _stop_with_parent()
     from bench.cell import run_cell
+    from bench.provenance import provenance
 
     start = time.time()
     try:
-        record = run_cell(cell.config, data_root, threads=threads, progress=bar is not None,
+        record = run_cell(config, data_root, threads=threads, progress=bar is not None,
                           bar_position=bar or 0, device=device)
     except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, not raised
-        record = failed_record(cell, f"{type(exc).__name__}: {exc}",
-                               {"traceback": traceback.format_exc(), "time_s": round(time.time() - start, 2),
-                                "device": device, "threads": threads, **provenance()})
-    record["run_id"] = cell.run_id
-    record["command"] = command
-    record["data_root"] = data_root
-    write_json_atomic(cell.path, record, tag=cell.run_id)
+        record = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": config,
+                  "acc_matrix": None, "metrics": None, "traceback": traceback.format_exc(),
+                  "time_s": round(time.time() - start, 2), "device": device, "threads": threads,
+                  **provenance(_strategy_module(config["strategy"]))}
+    write_json_atomic(result, record, tag=WORKER_TAG)
+
+
+def _strategy_module(name: str) -> str | None:
+    from bench import registry
+
+    try:
+        return registry.get(name).module.__name__
+    except KeyError:
+        return None
 
 
 def _context() -> mp.context.BaseContext:
@@ -203,39 +192,51 @@ class Outcome:
     failed: list[Cell]
     not_run: list[Cell]
     interrupted: bool = False
+    elsewhere: list[Cell] = field(default_factory=list)  # claimed by another run: skipped
+    done_elsewhere: list[Cell] = field(default_factory=list)  # finished by another run since the plan
 
 
 def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "cpu",
-              command: str = "", progress: bool = True, on_done=None, threads: int = 1) -> Outcome:
+              command: str = "", progress: bool = True, on_done=None, threads: int = 1,
+              force: bool = False, on_skip: Callable[[Cell, str], None] | None = None) -> Outcome:
     """Run the cells, at most `jobs` at a time, each with `threads` torch threads.
 
-    `on_done(cell, record)` is called as each ends. Ctrl-C or SIGTERM stops the
-    workers and returns with `interrupted` set; cells that had not finished are
-    listed in `not_run`.
+    Each cell is claimed first; one that another run holds (or has finished since)
+    is skipped and `on_skip(cell, why)` is called. `on_done(cell, record)` is
+    called as each cell ends, with the record that stands at its path. Ctrl-C or
+    SIGTERM stops the workers and returns with `interrupted` set; cells that had
+    not finished are listed in `not_run`.
     """
     ctx = _context()
     pending = list(cells)
     running: dict[Any, tuple[Cell, Any]] = {}
     bars: dict[Any, int] = {}  # worker -> the terminal line its progress bar uses
     outcome = Outcome([], [], [])
+    stamp = {"command": command, "data_root": data_root}
+    wanted = {id(c): identity(c.config, c.code, device, threads) for c in cells}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while pending or running:
             while pending and len(running) < jobs:
-                cell = pending[0]
-                cell.run_id = uuid.uuid4().hex
+                cell = pending.pop(0)
+                state, why = claim_cell(cell, wanted[id(cell)], force)
+                if state != CLAIMED:
+                    (outcome.elsewhere if state == HELD else outcome.done_elsewhere).append(cell)
+                    if on_skip:
+                        on_skip(cell, f"running elsewhere ({why})" if state == HELD else "done by another run")
+                    continue
                 line = min(set(range(jobs)) - set(bars.values()))
                 proc = ctx.Process(target=_worker, name=cell.label,
-                                   args=(cell, data_root, threads, line if progress else None, device, command))
+                                   args=(cell.config, result_path(cell), data_root, threads,
+                                         line if progress else None, device))
                 proc.start()
                 running[proc.sentinel] = (cell, proc)
                 bars[proc.sentinel] = line
-                pending.pop(0)
-            for sentinel in wait(list(running)):
-                cell, proc = running[sentinel]
+            for sentinel in wait(list(running)) if running else []:
+                cell, proc = running.pop(sentinel)
+                del bars[sentinel]
                 proc.join()
-                _finish(cell, proc, outcome, on_done)
-                del running[sentinel], bars[sentinel]
+                _finish(cell, proc, outcome, on_done, wanted[id(cell)], stamp)
     except (KeyboardInterrupt, Interrupted):
         outcome.interrupted = True
         # A second Ctrl-C or SIGTERM must not cut the cleanup short.
@@ -247,17 +248,21 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
             for cell, proc in running.values():
                 if _counted(cell, outcome):
                     continue
-                record = _read(cell.path)
-                if isinstance(record, dict) and record.get("run_id") == cell.run_id:
-                    _count(cell, record, outcome, on_done)  # it finished while being stopped
+                record = read_json(result_path(cell))
+                if isinstance(record, dict):
+                    _finish(cell, proc, outcome, on_done, wanted[id(cell)], stamp)  # it finished while being stopped
                 else:
                     unfinished.append(cell)
-                tmp_path(cell.path, cell.run_id).unlink(missing_ok=True)
-            outcome.not_run = unfinished + pending
+            outcome.not_run = unfinished + [c for c in pending if not _counted(c, outcome)]
         finally:
             signal.signal(signal.SIGINT, stop_int)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        for cell, _ in running.values():
+            result_path(cell).unlink(missing_ok=True)
+            tmp_path(result_path(cell), WORKER_TAG).unlink(missing_ok=True)
+        for cell in cells:
+            release_cell(cell)
     return outcome
 
 
@@ -274,24 +279,26 @@ def _stop(procs) -> None:
             proc.join()
 
 
-def _finish(cell: Cell, proc, outcome: Outcome, on_done) -> None:
-    """Account for a worker that has exited; write a failed record for it when it left none."""
-    record = _read(cell.path)
-    ours = isinstance(record, dict) and record.get("run_id") == cell.run_id
-    # A worker that exited cleanly wrote its record; if another run wrote the same cell
-    # since (same path, so the same configuration), that record stands.
-    theirs = proc.exitcode == 0 and isinstance(record, dict) and record.get("status") in ("ok", "failed") \
-        and isinstance(record.get("config"), dict) and record["config"].get("hash") == cell.config.get("hash")
-    if not (ours or theirs):
+def _finish(cell: Cell, proc, outcome: Outcome, on_done, wanted: dict[str, Any], stamp: dict[str, Any]) -> None:
+    """Store the record of a worker that has exited (a failed one when it left none), then release the cell."""
+    result = result_path(cell)
+    record = read_json(result)
+    if not isinstance(record, dict) or validate_record(record) is not None:
         code = proc.exitcode
         reason = (f"worker process killed by signal {-code}" if code is not None and code < 0
-                  else f"worker process exited with code {code} without writing its record")
+                  else f"worker process exited with code {code} without leaving its record")
         if code == -signal.SIGKILL:
             reason += " (out of memory, or killed)"
-        record = failed_record(cell, reason, {"run_id": cell.run_id, **provenance()})
-        write_json_atomic(cell.path, record, tag=cell.run_id)
-    tmp_path(cell.path, cell.run_id).unlink(missing_ok=True)  # left by a worker killed mid-write
-    _count(cell, record, outcome, on_done)
+        from bench.provenance import provenance
+
+        record = failed_record(cell, reason, provenance(_strategy_module(cell.config["strategy"])))
+    try:
+        standing = store_result(cell, record, wanted, stamp)
+    finally:
+        result.unlink(missing_ok=True)
+        tmp_path(result, WORKER_TAG).unlink(missing_ok=True)  # left by a worker killed mid-write
+        release_cell(cell)
+    _count(cell, standing, outcome, on_done)
 
 
 def _counted(cell: Cell, outcome: Outcome) -> bool:
@@ -304,20 +311,12 @@ def _count(cell: Cell, record: dict[str, Any], outcome: Outcome, on_done) -> Non
         on_done(cell, record)
 
 
-def _read(path: Path) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def check_writable(results: Path) -> None:
-    """Raises OSError when records cannot be written under `results`."""
-    runs = results / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=runs, prefix=".write-check-", suffix=".tmp"):
-        pass
+    """Raises OSError when records or tables cannot be written under `results`."""
+    for folder in (results / "runs", results / "tables"):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-", suffix=".tmp"):
+            pass
 
 
 def print_line(text: str) -> None:

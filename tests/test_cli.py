@@ -15,7 +15,7 @@ import pytest
 from conftest import FAST
 from fakedata import idx_bytes, write_mnist
 
-from bench import cli
+from bench import cli, report
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the official:UserWarning")
 
@@ -151,7 +151,8 @@ def ok_record(strategy: str, seed: int = 0) -> dict:
                        "memory": 0, "epochs": 1, "backbone": "mlp", "hash": "h" + strategy},
             "acc_matrix": [[1.0, None], [0.5, 0.7]],
             "metrics": {"final_acc": 0.6, "avg_inc_acc": 0.8, "forgetting": 0.5, "bwt": -0.5},
-            "time_s": 1.0, "peak_rss_mb": 100.0, "params": 10, "extra_state_bytes": 0, "device": "cpu"}
+            "time_s": 1.0, "peak_rss_mb": 100.0, "params": 10, "extra_state_bytes": 0, "device": "cpu",
+            "threads": 1, "code": report.current_code(strategy)}
 
 
 @pytest.fixture

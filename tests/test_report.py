@@ -35,7 +35,7 @@ def make_record(strategy: str, seed: int, final_acc: float = 0.9, *, status: str
         "metrics": {"final_acc": final_acc, "avg_inc_acc": (1.0 + final_acc) / 2,
                     "forgetting": 0.1, "bwt": -0.1},
         "time_s": time_s, "peak_rss_mb": 900.0, "params": 1000, "extra_state_bytes": extra,
-        "device": "cpu",
+        "device": "cpu", "code": report.current_code(strategy),
     }
     if per_task is not None:
         record["per_task"] = per_task
