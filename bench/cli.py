@@ -237,11 +237,24 @@ def _check_data(args, strategies: list, memory: int) -> None:
     except (DataError, OSError) as exc:
         raise UsageError(str(exc)) from None
     _check_shape(data, args.dataset, args.data_root)
+    _check_classes(data, args.dataset, args.data_root)
     n_classes = task_split(data).n_classes
     for info in strategies:
         problem = info.invalid(memory, n_classes)
         if problem:
             raise UsageError(problem)
+
+
+def _check_classes(data, dataset: str, root: str) -> None:
+    """Every class has training and test images (an empty folder or label would fail inside a cell)."""
+    import torch
+
+    for part, y in (("training", data.y_train), ("test", data.y_test)):
+        counts = torch.bincount(y, minlength=data.n_classes)[: data.n_classes]
+        empty = [data.class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
+        if empty:
+            shown = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            raise UsageError(f"{dataset} under {root}: {len(empty)} class(es) have no {part} images: {shown}")
 
 
 def _check_shape(data, dataset: str, root: str) -> None:
