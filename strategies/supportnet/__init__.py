@@ -40,6 +40,9 @@ SETTINGS = {
 
 
 def unsupported(dataset, scenario, memory, backbone):
+    if dataset == "omniglot":
+        # libsvm fits one-vs-one: 1623 classes make 1.3 million binary SVMs after every task
+        return "supportnet's one-vs-one SVM over Omniglot's 1623 classes is impractical"
     return None if memory > 0 else "supportnet needs a memory budget (--memory > 0)"
 
 
