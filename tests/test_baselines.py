@@ -219,3 +219,13 @@ def test_er_ace_masks_the_incoming_batch_to_its_classes():
                             loss=torch.tensor(2.0))
     AsymmetricLoss().before_backward(plain)
     assert plain.loss.item() == 2.0
+
+
+def test_pnc_builds_conv_columns_on_a_conv_backbone(tmp_path):
+    from fakedata import make_data_root
+    from test_strategies import check_record
+
+    root = make_data_root(tmp_path, ("omniglot",))
+    record = run_cell(tiny_config("omniglot", "task-il", "pnc"), str(root), threads=1, progress=False)
+    check_record(record, 5)
+    assert len({r["kb_params"] for r in record["per_task"]}) == 1

@@ -15,17 +15,16 @@ Choices where the paper leaves details open (or where the suite differs):
   on all data: a kernel SVM on 12,000 MNIST samples costs more than training.
 - A class with more support vectors than its share keeps those with the largest
   summed |dual coefficient|; a class with fewer keeps all of them and fills its
-  share with random other samples of the class (the paper tops up at random too).
+  share with random other samples of the class (our choice).
 - The budget is the suite's: at most `ctx.memory` exemplars in all, shared
-  equally by the classes seen (the paper sizes support data per class).
+  equally by the classes seen, as the matched memory shares it.
 - EWC: one diagonal empirical Fisher per task (minibatch approximation) on the
   task's training data, summed over tasks, with the weights after the latest
   task as the single anchor; backbone weights only (the head grows).
 - Feature regularisation: on a minibatch drawn from the exemplars each step,
-  against their features from the network that chose them; the paper applies
-  it to the support data likewise.
-- No data augmentation, the protocol's optimizer and epochs (the paper's
-  Class-IL @200 comparison uses its own schedules).
+  against their features from the network that chose them (our reading of
+  the paper's feature regulariser, which acts on the support data).
+- No data augmentation; the protocol's backbone, optimizer and epochs, not the paper's.
 """
 from bench.settings import Setting
 
