@@ -31,13 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.settings import Setting
+from strategies._reservoir import MASKED, Reservoir
 
 SCENARIOS = ("class-il", "task-il")
 MEMORY = "own"
 SETTINGS = {"alpha": Setting(0.3, low=0.0, help="weight of the logit-matching (MSE) term"),
             "beta": Setting(0.5, low=0.0, help="weight of the cross-entropy on replayed labels")}
-
-MASKED = -1000.0  # what Avalanche's heads put in units that are not live
 
 
 def unsupported(dataset, scenario, memory, backbone):
@@ -45,62 +44,44 @@ def unsupported(dataset, scenario, memory, backbone):
 
 
 class DerPlusPlus:
-    """The reservoir buffer of (x, y, task, logits) and the two replay terms, as an Avalanche plugin.
+    """The reservoir of (x, y, task, logits) and the two replay terms, as an Avalanche plugin.
 
     Avalanche calls a plugin's hooks by name, so this need not subclass its
     SupervisedPlugin, and the module stays cheap to import.
     """
 
     def __init__(self, size: int, n_units: int, alpha: float, beta: float, seed: int = 0):
-        self.size, self.n_units, self.alpha, self.beta = size, n_units, alpha, beta
-        self.generator = torch.Generator().manual_seed(seed)
-        self.seen = 0  # samples offered to the reservoir so far
-        self.x: torch.Tensor | None = None
-        self.y = torch.zeros(size, dtype=torch.long)
-        self.t = torch.zeros(size, dtype=torch.long)
-        self.logits = torch.full((size, n_units), MASKED)
+        self.buffer = Reservoir(size, seed=seed, n_units=n_units)
+        self.alpha, self.beta = alpha, beta
         self.last_terms: dict[str, float] = {}
 
     def exemplars_held(self) -> int:
-        return min(self.seen, self.size)
+        return len(self.buffer)
 
-    def _draw(self, n: int) -> torch.Tensor:
-        return torch.randint(self.exemplars_held(), (n,), generator=self.generator)
-
-    def before_backward(self, strategy, **kwargs):
-        if self.exemplars_held() == 0:
-            return
+    def _replayed(self, strategy) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A minibatch of the buffer: the network's outputs, the stored labels and logits."""
         from avalanche.models.utils import avalanche_forward
 
-        n = len(strategy.mb_y)
-        idx = self._draw(n)
-        out = avalanche_forward(strategy.model, self.x[idx].to(strategy.device), self.t[idx].to(strategy.device))
-        stored = self.logits[idx, : out.shape[1]].to(strategy.device)
+        idx = self.buffer.draw(len(strategy.mb_y))
+        b = self.buffer
+        out = avalanche_forward(strategy.model, b.x[idx].to(strategy.device), b.t[idx].to(strategy.device))
+        return out, b.y[idx].to(strategy.device), b.logits[idx, : out.shape[1]].to(strategy.device)
+
+    def before_backward(self, strategy, **kwargs):
+        if not len(self.buffer):
+            return
+        out, _, stored = self._replayed(strategy)
         live = stored > MASKED / 2  # units that were real when the logits were stored
         mse = ((out - stored) ** 2)[live].mean() if live.any() else out.sum() * 0
-        idx = self._draw(n)
-        out = avalanche_forward(strategy.model, self.x[idx].to(strategy.device), self.t[idx].to(strategy.device))
-        ce = F.cross_entropy(out, self.y[idx].to(strategy.device))
+        out, y, _ = self._replayed(strategy)  # a second, independent draw for the label term
+        ce = F.cross_entropy(out, y)
         strategy.loss = strategy.loss + self.alpha * mse + self.beta * ce
         self.last_terms = {"mse": mse.item(), "ce": ce.item()}
 
     def after_training_iteration(self, strategy, **kwargs):
+        # the logits of the pass that trained on the sample, before this step's update (the paper's)
         x, y, t = (v.detach().cpu() for v in strategy.mbatch[:3])
-        logits = strategy.mb_output.detach().cpu()
-        if self.x is None:
-            self.x = torch.zeros((self.size, *x.shape[1:]), dtype=x.dtype)
-        # reservoir sampling: sample number k (from 0) goes to slot k while the buffer fills, then to a
-        # uniform slot in [0, k], kept only if that slot exists, so every sample seen so far is held
-        # with the same probability
-        k = self.seen + torch.arange(len(y))
-        slots = torch.where(k < self.size, k, (torch.rand(len(y), generator=self.generator) * (k + 1)).long())
-        self.seen += len(y)
-        for i in torch.nonzero(slots < self.size).flatten().tolist():  # in order: a later sample wins a slot
-            slot = int(slots[i])
-            self.x[slot], self.y[slot], self.t[slot] = x[i], y[i], t[i]
-            self.logits[slot] = MASKED
-            self.logits[slot, : logits.shape[1]] = logits[i]
-
+        self.buffer.add(x, y, t, strategy.mb_output.detach().cpu())
 
 def build(ctx):
     plugin = DerPlusPlus(ctx.memory, ctx.split.n_classes, ctx.params["alpha"], ctx.params["beta"], seed=ctx.seed)
