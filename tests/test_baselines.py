@@ -76,8 +76,8 @@ def test_pnc_compress_moves_the_knowledge_base_toward_the_active_column():
 
     def gap():
         with torch.no_grad():
-            return float(F.kl_div(F.log_softmax(model.kb_logits(x, 0), 1), F.log_softmax(model.active_logits(x), 1),
-                                  log_target=True, reduction="batchmean"))
+            kb, active = F.log_softmax(model.kb_logits(x, 0), 1), F.log_softmax(model.active_logits(x), 1)
+            return float(F.kl_div(kb, active, log_target=True, reduction="batchmean"))
 
     kb_before = [p.detach().clone() for p in model.kb_parameters()]
     active_before = [p.detach().clone() for p in model.active.parameters()]
@@ -175,8 +175,8 @@ def test_derpp_loss_has_both_replay_terms():
     model = Linear()
     plugin = DerPlusPlus(size=8, n_units=3, alpha=0.3, beta=0.7)
     x = torch.randn(8, 4)
-    plugin.after_training_iteration(SimpleNamespace(mbatch=[x, torch.arange(8) % 3, torch.zeros(8, dtype=torch.long)],
-                                                    mb_output=torch.randn(8, 3)))
+    batch = [x, torch.arange(8) % 3, torch.zeros(8, dtype=torch.long)]
+    plugin.after_training_iteration(SimpleNamespace(mbatch=batch, mb_output=torch.randn(8, 3)))
     strategy = SimpleNamespace(model=model, device="cpu", mb_y=torch.zeros(8, dtype=torch.long),
                                loss=torch.tensor(1.0))
     plugin.before_backward(strategy)

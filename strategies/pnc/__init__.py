@@ -1,4 +1,4 @@
-"""Progress & Compress (Schwarz et al. 2018): an active column learns each task, then is distilled into one knowledge base under online EWC.
+"""Progress & Compress (Schwarz et al. 2018): an active column per task, distilled into one online-EWC knowledge base.
 
 "Progress & Compress: A scalable framework for continual learning" (ICML 2018).
 Per task: *progress* trains a fresh active column (the backbone's layers, with

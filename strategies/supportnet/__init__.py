@@ -1,4 +1,4 @@
-"""SupportNet (Li et al. 2018): exemplars are an SVM's support vectors on the last hidden layer, plus EWC and feature consolidation.
+"""SupportNet (Li et al. 2018): an SVM's support vectors as exemplars, with EWC and feature consolidation.
 
 "SupportNet: solving catastrophic forgetting in class incremental learning with
 support data" (arXiv 1806.02942). After each task an SVM with a linear kernel is
