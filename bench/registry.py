@@ -91,7 +91,8 @@ def strategies() -> dict[str, StrategyInfo]:
     global _REGISTRY
     if _REGISTRY is None:
         found = _discover()
-        order = ["naive", "joint", "replay", "ewc", "lwf", "icarl", "pnn", "ib"]
+        order = ["naive", "joint", "replay", "ewc", "lwf", "icarl", "derpp", "er_ace", "supportnet", "pnc",
+                 "pnn", "ib"]
         names = [n for n in order if n in found] + sorted(n for n in found if n not in order)
         _REGISTRY = {n: found[n] for n in names}
     return _REGISTRY
