@@ -44,6 +44,7 @@ class Cell:
     config: dict[str, Any]
     path: Path
     run_id: str = ""  # set when started; the record must carry it to count as this run's
+    log: tuple[str, ...] = ()  # Avalanche loggers (bench run --log); not part of the record's identity
 
     @property
     def label(self) -> str:
@@ -168,11 +169,13 @@ def _worker(cell: Cell, data_root: str, threads: int, bar: int | None, device: s
     signal.signal(signal.SIGTERM, _exit_on_signal)
     _stop_with_parent()
     from bench.cell import run_cell
+    from bench.loggers import log_folder
 
     start = time.time()
     try:
         record = run_cell(cell.config, data_root, threads=threads, progress=bar is not None,
-                          bar_position=bar or 0, device=device)
+                          bar_position=bar or 0, device=device, log=cell.log,
+                          log_dir=log_folder(cell.path) if cell.log else None)
     except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, not raised
         record = failed_record(cell, f"{type(exc).__name__}: {exc}",
                                {"traceback": traceback.format_exc(), "time_s": round(time.time() - start, 2),

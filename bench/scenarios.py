@@ -91,13 +91,25 @@ def build_benchmark(data: ArrayDataset, scenario: str):
         for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
             streams[name].append(_task_dataset(x, y, classes, k if task_il else 0, relabel=task_il))
     benchmark = with_classes_timeline(with_task_labels(benchmark_from_datasets(**streams)))
+    order = ClassOrder(tuple(len(c) for c in split.task_classes),
+                       tuple(k for c in split.task_classes for k in (range(len(c)) if task_il else c)))
     for stream in benchmark.streams.values():
         for exp in stream:
             # the timeline gives sets; Avalanche's own MultiHeadClassifier indexes a tensor with
             # classes_in_this_experience, which needs a sequence (the deprecated generator gave sorted lists)
             for name in ("classes_in_this_experience", "previous_classes", "classes_seen_so_far", "future_classes"):
                 setattr(exp, name, sorted(getattr(exp, name)))
+            exp.benchmark = order
     return benchmark
+
+
+@dataclass(frozen=True)
+class ClassOrder:
+    """What Avalanche 0.6's own ICaRL still reads from `experience.benchmark`, an attribute only the
+    deprecated scenarios have: classes per experience and the class order (in the stream's ids)."""
+
+    n_classes_per_exp: tuple[int, ...]
+    classes_order: tuple[int, ...]
 
 
 def _task_dataset(x: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...], task: int, relabel: bool):

@@ -142,7 +142,10 @@ def test_current_api_builds_the_same_streams_as_the_deprecated_generator(root, n
     for stream in ("train_stream", "test_stream"):
         got, expected = _contents(getattr(new, stream)), _contents(getattr(old, stream))
         assert len(got) == len(expected) == task_split(data).n_tasks
-        for g, e in zip(got, expected):
+        for g, e, g_exp, e_exp in zip(got, expected, getattr(new, stream), getattr(old, stream)):
             assert (g["id"], g["task_label"], g["task_labels"], g["classes"]) == \
                 (e["id"], e["task_label"], e["task_labels"], e["classes"])
             assert torch.equal(g["y"], e["y"]) and torch.equal(g["t"], e["t"]) and torch.equal(g["x"], e["x"])
+            if name == "mnist":  # what Avalanche's ICaRL reads (it runs Class-IL on MNIST)
+                assert list(g_exp.benchmark.n_classes_per_exp) == list(e_exp.benchmark.n_classes_per_exp)
+                assert list(g_exp.benchmark.classes_order) == list(e_exp.benchmark.classes_order)
