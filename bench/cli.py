@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(comma-separated; W&B offline unless configured); written to <results>/logs/<record>/")
 
     for name, text in (("table", "rebuild the tables from stored records"),
-                       ("plot", "draw accuracy curves and accuracy-matrix heatmaps from stored records")):
+                       ("plot", "draw accuracy and learning curves and accuracy-matrix heatmaps from stored records")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--results", type=Path, default=Path("results"))
     sub.add_parser("list", help="datasets, scenarios, strategies and where each applies")
