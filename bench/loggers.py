@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -63,12 +64,13 @@ def evaluator(names: Sequence[str], folder: Path):
             files.append(open(folder / "log.txt", "w"))
             loggers.append(TextLogger(files[-1]))
         elif name == "wandb":
-            from avalanche.logging import WandBLogger
             # offline unless the user has configured W&B (a mode or an API key)
             if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
                 os.environ["WANDB_MODE"] = "offline"
-            loggers.append(WandBLogger(project_name="clbench", run_name=folder.name, dir=str(folder),
-                                       save_code=False))
+            # Avalanche asks wandb.util.generate_id() for a run id only when none is given
+            run_id = os.environ.get("WANDB_RUN_ID") or uuid.uuid4().hex[:8]
+            loggers.append(_scalar_wandb_logger()(project_name="clbench", run_name=folder.name, dir=str(folder),
+                                                  save_code=False, params={"id": run_id}))
         else:
             raise LogError(f"unknown logger {name!r}; valid: {', '.join(LOGGERS)}")
     plugin = EvaluationPlugin(
@@ -92,3 +94,20 @@ def evaluator(names: Sequence[str], folder: Path):
             f.close()
 
     return plugin, close
+
+
+def _scalar_wandb_logger() -> type:
+    """Avalanche 0.6's WandBLogger, fitted to current wandb releases.
+
+    That logger looks up `wandb.viz` and `wandb.util.generate_id`, which wandb 0.2x and later
+    no longer have. Every metric the suite logs is a number, so numbers are all this logs.
+    """
+    from avalanche.logging import WandBLogger
+
+    class ScalarWandBLogger(WandBLogger):
+        def log_single_metric(self, name, value, x_plot):
+            self.step = x_plot
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.wandb.log({name: value}, step=self.step)
+
+    return ScalarWandBLogger

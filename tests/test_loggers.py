@@ -23,12 +23,12 @@ def run_args(data_root: Path, results: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def logged(mnist_root, tmp_path_factory, bench_cache):
-    """A naive Class-IL cell trained with --log csv,tensorboard: (results folder, record, its log folder)."""
+    """A naive Class-IL cell trained with every logger: (results folder, record, its log folder, env)."""
     import os
 
-    env = {**os.environ, "BENCH_CACHE_DIR": str(bench_cache), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "BENCH_CACHE_DIR": str(bench_cache), "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"}
     results = tmp_path_factory.mktemp("logged")
-    done = run_bench(run_args(mnist_root, results, "--log", "csv,tensorboard"), env)
+    done = run_bench(run_args(mnist_root, results, "--log", "csv,tensorboard,wandb,text"), env)
     assert done.returncode == 0, done.stderr
     (name, record), = records(results).items()
     return results, record, results / "logs" / Path(name).stem, env
@@ -74,6 +74,14 @@ def test_tensorboard_event_files_hold_the_per_experience_accuracies(logged):
     assert len(tags) == 5
     for j, tag in enumerate(sorted(tags)):  # the last value is the one after the last task
         assert acc.Scalars(tag)[-1].value == pytest.approx(record["acc_matrix"][-1][j], abs=1e-6)
+
+
+def test_text_and_offline_wandb_logs(logged):
+    _, record, folder, _ = logged
+    text = (folder / "log.txt").read_text()
+    assert f"Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp004 = {record['acc_matrix'][-1][4]:.4f}" in text
+    runs = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
 
 
 def test_log_on_a_finished_cell_trains_nothing_and_says_so(logged, mnist_root):
