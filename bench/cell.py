@@ -11,14 +11,15 @@ import os
 import random
 import time
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from avalanche.core import SupervisedPlugin
 from tqdm import tqdm
 
-from bench import metrics, models, registry
+from bench import loggers, metrics, models, registry
 from bench.datasets import load_dataset
 from bench.provenance import provenance
 from bench.scenarios import build_benchmark, holdout_split, task_split
@@ -88,6 +89,37 @@ class GuardPlugin(SupervisedPlugin):
         self.bar.update(1)
 
 
+class CurvesPlugin(SupervisedPlugin):
+    """Training loss and accuracy per epoch, one entry per training call (per task; joint: one).
+
+    The loss is `strategy.loss`, the whole objective with any penalty (EWC, distillation,
+    IB sparsity), as Avalanche's Loss_Epoch metric reads it; accuracy compares the training
+    outputs' argmax with the labels, as its Top1_Acc_Epoch does.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.curves: list[dict[str, list[float]]] = []
+        self._loss, self._correct, self._seen = 0.0, 0, 0
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.curves.append({"loss": [], "acc": []})
+
+    def before_training_epoch(self, strategy, **kwargs):
+        self._loss, self._correct, self._seen = 0.0, 0, 0
+
+    def after_training_iteration(self, strategy, **kwargs):
+        n = len(strategy.mb_y)
+        self._loss += float(strategy.loss.detach()) * n
+        self._correct += int((strategy.mb_output.argmax(1) == strategy.mb_y).sum())
+        self._seen += n
+
+    def after_training_epoch(self, strategy, **kwargs):
+        seen = max(1, self._seen)
+        self.curves[-1]["loss"].append(round(self._loss / seen, 6))
+        self.curves[-1]["acc"].append(round(self._correct / seen, 6))
+
+
 class PeakMemory:
     """Peak resident memory of this process from now on (Linux: resets the kernel's high-water mark)."""
 
@@ -148,8 +180,13 @@ def _held_params(plugins: list) -> list[torch.Tensor]:
 
 
 def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress: bool = True,
-             device: str = "cpu", bar_position: int = 0) -> dict[str, Any]:
-    """Train and evaluate one cell; returns its record (status ok). Exceptions propagate."""
+             device: str = "cpu", bar_position: int = 0, log: Sequence[str] = (),
+             log_dir: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one cell; returns its record (status ok). Exceptions propagate.
+
+    `log`: Avalanche loggers (`bench.loggers.LOGGERS`) writing under `log_dir`; they watch
+    the cell and change none of its numbers (the record is the same with or without them).
+    """
     start = time.time()
     peak = PeakMemory()
     seed_everything(config["seed"], threads)
@@ -164,16 +201,20 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
         memory=config["memory"], epochs=config["epochs"], batch_size=config["batch_size"],
         eval_batch_size=config["eval_batch_size"], optimizer=config["optimizer"],
         params=config["params"], backbone=config["backbone"], seed=config["seed"], device=device)
+    close_logs = None
+    if log:
+        ctx.evaluator, close_logs = loggers.evaluator(log, log_dir)
     strategy = info.build(ctx)
-    method_plugins = list(strategy.plugins)
+    # the evaluator is a plugin too, but holds no method state
+    method_plugins = [p for p in strategy.plugins if p is not strategy.evaluator]
 
     n_tasks = split.n_tasks
     epochs_total = config["epochs"] * (1 if info.whole_stream else n_tasks)
     label = f"{config['dataset']} {config['scenario']} {config['strategy']} seed {config['seed']}"
     bar = tqdm(total=epochs_total, desc=label, unit="epoch", disable=not progress, leave=False,
                position=bar_position)
-    accuracy = AccuracyPlugin()
-    strategy.plugins.extend([accuracy, GuardPlugin(bar)])
+    accuracy, curves = AccuracyPlugin(), CurvesPlugin()
+    strategy.plugins.extend([accuracy, curves, GuardPlugin(bar)])
 
     report = _plugin_report(method_plugins)  # the IB plugin reports its network state per task
     rows: list[list[float | None]] = []
@@ -190,6 +231,8 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
                     per_task.append(report())
     finally:
         bar.close()
+        if close_logs is not None:
+            close_logs()
 
     features = ctx.features()
     baseline = models.count_params(features) + (features.out_features + 1) * split.n_classes
@@ -199,6 +242,7 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
         "config": config,
         "acc_matrix": rows,
         "metrics": metrics.summarize(rows),
+        "train_curves": curves.curves,
         "time_s": round(time.time() - start, 2),
         "peak_rss_mb": round(peak.mb(), 1),
         "params": models.count_params(strategy.model),

@@ -74,9 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     run.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     run.add_argument("--no-download", action="store_true", help="never try to download missing data")
+    run.add_argument("--log", default=None, metavar="NAMES",
+                     help="Avalanche loggers for the cells this run trains, any of tensorboard,csv,wandb,text "
+                          "(comma-separated; W&B offline unless configured); written to <results>/logs/<record>/")
 
     for name, text in (("table", "rebuild the tables from stored records"),
-                       ("plot", "draw accuracy curves and accuracy-matrix heatmaps from stored records")):
+                       ("plot", "draw accuracy and learning curves and accuracy-matrix heatmaps from stored records")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--results", type=Path, default=Path("results"))
     sub.add_parser("list", help="datasets, scenarios, strategies and where each applies")
@@ -270,9 +273,22 @@ def _check_shape(data, dataset: str, root: str) -> None:
                              f"(channels, height, width); files read: {files}")
 
 
+def check_log_executor(log: tuple[str, ...], executor: str, shared_results: bool) -> None:
+    """Refuse --log where the loggers' files would be lost: an executor whose workers write
+    to a results folder this process does not see (call before training)."""
+    if log and executor != "local" and not shared_results:
+        raise UsageError(f"--log needs the workers to write into {executor}'s shared results folder; "
+                         f"its workers do not share it: run without --log, or with the local executor")
+
+
 def cmd_run(args, argv: list[str]) -> int:
+    from bench import loggers
     from bench.runner import print_line, run_cells
 
+    try:
+        log = loggers.parse(args.log)
+    except loggers.LogError as exc:
+        raise UsageError(str(exc)) from None
     planned, skipped = plan(args)
     for name, reason in skipped:
         print_line(f"skip {name}: {reason}")
@@ -280,6 +296,11 @@ def cmd_run(args, argv: list[str]) -> int:
     todo = [cell for cell, exists in planned if not exists]
     for cell in done:
         print_line(f"already done: {cell.label} ({cell.path})")
+    if log and done:  # the loggers watch training; a finished cell is not trained again for them
+        print_line(f"--log: no logs for the {len(done)} cell(s) already done (nothing trained); "
+                   f"--force retrains them with logs")
+    for cell in todo:
+        cell.log = log
     total = len(todo)
     counter = iter(range(1, total + 1))
 

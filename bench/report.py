@@ -6,8 +6,10 @@ them into
 
 * `<results>/tables/{dataset}_{scenario}.{md,csv,tex}`: one row per strategy
   configuration, numbers as mean ± std over seeds (sample std, ddof=1);
-* `<results>/plots/*.png`: average-accuracy curves, accuracy-matrix heatmaps
-  and, for the IB sparse method, the active fraction of each hidden layer.
+* `<results>/plots/*.png`: average-accuracy curves (joint training, trained once
+  on every task, as a horizontal reference line), accuracy-matrix heatmaps,
+  learning curves (training loss and accuracy per epoch, from records that have
+  them) and, for the IB sparse method, the active fraction of each hidden layer.
 
 A cell with any failed seed is reported as `failed (k/n)`, never as numbers:
 averaging only the seeds that survived would silently bias the comparison.
@@ -511,6 +513,20 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def learning_curves(record: dict) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    """(loss, accuracy in %, epochs per training call) over every epoch of the cell; None without
+    `train_curves` (records written before they were kept)."""
+    curves = record.get("train_curves")
+    if not isinstance(curves, list) or not curves or not all(isinstance(c, dict) for c in curves):
+        return None
+    loss = [v for c in curves for v in c.get("loss") or []]
+    acc = [v for c in curves for v in c.get("acc") or []]
+    if not loss or len(loss) != len(acc) or not all(_is_number(v) for v in loss + acc):
+        return None
+    return np.array(loss, dtype=float), 100.0 * np.array(acc, dtype=float), \
+        [len(c.get("loss") or []) for c in curves]
+
+
 def active_fractions(record: dict) -> np.ndarray | None:
     """Per task (rows) and hidden layer (columns), active units / layer width; None without `per_task`."""
     per_task = record.get("per_task")
@@ -568,6 +584,8 @@ def write_plots(results_dir: str | os.PathLike,
             paths.append(_plot_matrix(out / f"{stem}_{cell}_matrix.png", dataset, scenario, s))
             if s["active"] is not None:
                 paths.append(_plot_active(out / f"{stem}_{cell}_active.png", dataset, scenario, s))
+            if s["learning"] is not None:
+                paths.append(_plot_learning(out / f"{stem}_{cell}_learning.png", dataset, scenario, s))
     return paths
 
 
@@ -588,14 +606,21 @@ def _cell_series(records: list[dict], label: str) -> dict | None:
     curves = _stack([average_accuracy_curve(acc_matrix(r)) for r in ok])
     actives = [a for a in (active_fractions(r) for r in ok) if a is not None]
     stacked = _stack(actives) if actives else None
+    learning = [c for c in (learning_curves(r) for r in ok) if c is not None]
+    finals = _nanmean(matrices[:, -1, :], axis=1)  # per seed: mean accuracy over all tasks at the end
     return {
         "label": label + (f" ({failed}/{len(records)} seeds failed)" if failed else ""),
         "n": len(ok),
         "matrix": _nanmean(matrices, axis=0),
         "curve": _nanmean(curves, axis=0),
         "curve_std": _nanstd(curves) if len(ok) > 1 else None,
+        "final": float(_nanmean(finals)),
+        "final_std": float(_nanstd(finals)) if len(ok) > 1 else None,
         "active": _nanmean(stacked, axis=0) if stacked is not None else None,
         "active_std": _nanstd(stacked) if stacked is not None and len(actives) > 1 else None,
+        # mean over the seeds that kept curves; epochs per task are a setting, the same for each seed
+        "learning": (_nanmean(_stack([c[0] for c in learning]), axis=0),
+                     _nanmean(_stack([c[1] for c in learning]), axis=0), learning[0][2]) if learning else None,
     }
 
 
@@ -620,12 +645,25 @@ def _draw_curve(ax, s: dict) -> None:
     _task_axis(ax, len(s["curve"]), "Average accuracy on seen tasks (%)", 100)
 
 
+def _draw_reference(ax, s: dict) -> None:
+    """A cell trained once on every task (joint): its accuracy as a horizontal line across all tasks."""
+    value, std = s["final"], s["final_std"]
+    line = ax.axhline(value, linestyle="--", color="black", label=f"{s['label']} (all tasks at once)")
+    if std is not None:
+        ax.axhspan(value - std, value + std, color=line.get_color(), alpha=0.1, linewidth=0)
+
+
 def _plot_curves(path: Path, dataset: str, scenario: str, series: list[dict]) -> Path:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     try:
+        n_tasks = max(s["matrix"].shape[1] for s in series)
         for s in series:
-            _draw_curve(ax, s)
+            if len(s["curve"]) == 1 and n_tasks > 1:
+                _draw_reference(ax, s)
+            else:
+                _draw_line(ax, s["curve"], s["curve_std"], s["label"])
+        _task_axis(ax, n_tasks, "Average accuracy on seen tasks (%)", 100)
         ax.set_title(f"{dataset} / {scenario}: mean over seeds (shaded: ± std)")
         ax.legend(fontsize="small")
         return _save(fig, path)
@@ -675,6 +713,28 @@ def _plot_active(path: Path, dataset: str, scenario: str, s: dict) -> Path:
         right.legend(fontsize="small")
         right.set_title("Active units per hidden layer")
         fig.suptitle(f"{dataset} / {scenario} / {s['label']} (mean over seeds)")
+        fig.tight_layout()
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _plot_learning(path: Path, dataset: str, scenario: str, s: dict) -> Path:
+    """Training loss and accuracy per epoch, tasks one after another (dotted lines: task boundaries)."""
+    import matplotlib.pyplot as plt
+    loss, acc, epochs = s["learning"]
+    x = np.arange(1, len(loss) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    try:
+        for ax, values, ylabel in ((left, loss, "Training loss"), (right, acc, "Training accuracy (%)")):
+            ax.plot(x, values, marker="o" if len(x) <= 50 else None, markersize=3)
+            for boundary in np.cumsum(epochs)[:-1]:
+                ax.axvline(boundary + 0.5, linestyle=":", color="grey", linewidth=0.8)
+            ax.set_xlabel("Epoch (all tasks in order)")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        right.set_ylim(0, 100)
+        fig.suptitle(f"{dataset} / {scenario} / {s['label']}: learning curves (mean over seeds)")
         fig.tight_layout()
         return _save(fig, path)
     finally:

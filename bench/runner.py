@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench import claims
+from bench.loggers import log_folder
 from bench.records import (identity, is_done, is_ok, read_json, record_path, store_record, tmp_path,  # noqa: F401
                            validate_record, write_json_atomic)
 
@@ -47,6 +48,7 @@ class Cell:
     code: str = ""  # fingerprint of the code it runs (bench.provenance), part of its identity
     run_id: str = ""  # set when started; the record must carry it to count as this run's
     claim: claims.Claim | None = None
+    log: tuple[str, ...] = ()  # Avalanche loggers (bench run --log); not part of the record's identity
 
     @property
     def label(self) -> str:
@@ -141,10 +143,11 @@ def result_path(cell: Cell) -> Path:
 
 
 def _worker(config: dict[str, Any], result: Path, data_root: str, threads: int, bar: int | None,
-            device: str) -> None:
+            device: str, log: tuple[str, ...] = (), log_dir: Path | None = None) -> None:
     """Body of a worker process: run the cell and leave its record, ok or failed, at `result`.
 
-    `bar` is the terminal line of the cell's progress bar (None: no bar)."""
+    `bar` is the terminal line of the cell's progress bar (None: no bar); `log` names the
+    Avalanche loggers that write under `log_dir`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
     signal.signal(signal.SIGTERM, _exit_on_signal)
     _stop_with_parent()
@@ -154,7 +157,7 @@ def _worker(config: dict[str, Any], result: Path, data_root: str, threads: int, 
     start = time.time()
     try:
         record = run_cell(config, data_root, threads=threads, progress=bar is not None,
-                          bar_position=bar or 0, device=device)
+                          bar_position=bar or 0, device=device, log=log, log_dir=log_dir)
     except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, not raised
         record = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": config,
                   "acc_matrix": None, "metrics": None, "traceback": traceback.format_exc(),
@@ -228,7 +231,8 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
                 line = min(set(range(jobs)) - set(bars.values()))
                 proc = ctx.Process(target=_worker, name=cell.label,
                                    args=(cell.config, result_path(cell), data_root, threads,
-                                         line if progress else None, device))
+                                         line if progress else None, device, cell.log,
+                                         log_folder(cell.path) if cell.log else None))
                 proc.start()
                 running[proc.sentinel] = (cell, proc)
                 bars[proc.sentinel] = line

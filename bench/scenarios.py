@@ -69,24 +69,64 @@ def holdout_split(data: ArrayDataset, fraction: float) -> ArrayDataset:
 
 
 def build_benchmark(data: ArrayDataset, scenario: str):
-    """An Avalanche benchmark (train and test streams, one experience per task) from in-memory tensors."""
+    """An Avalanche benchmark (train and test streams, one experience per task) from in-memory tensors.
+
+    Built with Avalanche's current API (`benchmark_from_datasets`, `with_task_labels`,
+    `with_classes_timeline`), not the deprecated `nc_benchmark`: each experience holds the
+    task's samples, labelled here (Task-IL: task id k, class ids from
+    zero in the task's class order; Class-IL: task 0, global ids). That is exactly the
+    stream `nc_benchmark(..., shuffle=False, fixed_class_order=..., task_labels=...,
+    class_ids_from_zero_in_each_exp=...)` gave (tests/test_scenarios.py compares them).
+    """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
-    from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+    from avalanche.benchmarks.scenarios import (
+        benchmark_from_datasets, with_classes_timeline, with_task_labels,
+    )
+
+    split = task_split(data)
+    task_il = scenario == "task-il"
+    streams: dict[str, list] = {"train": [], "test": []}
+    for k, classes in enumerate(split.task_classes):
+        for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+            streams[name].append(_task_dataset(x, y, classes, k if task_il else 0, relabel=task_il))
+    benchmark = with_classes_timeline(with_task_labels(benchmark_from_datasets(**streams)))
+    order = ClassOrder(tuple(len(c) for c in split.task_classes),
+                       tuple(k for c in split.task_classes for k in (range(len(c)) if task_il else c)))
+    for stream in benchmark.streams.values():
+        for exp in stream:
+            # the timeline gives sets; Avalanche's own MultiHeadClassifier indexes a tensor with
+            # classes_in_this_experience, which needs a sequence (the deprecated generator gave sorted lists)
+            for name in ("classes_in_this_experience", "previous_classes", "classes_seen_so_far", "future_classes"):
+                setattr(exp, name, sorted(getattr(exp, name)))
+            exp.benchmark = order
+    return benchmark
+
+
+@dataclass(frozen=True)
+class ClassOrder:
+    """What Avalanche 0.6's own ICaRL still reads from `experience.benchmark`, an attribute only the
+    deprecated scenarios have: classes per experience and the class order (in the stream's ids)."""
+
+    n_classes_per_exp: tuple[int, ...]
+    classes_order: tuple[int, ...]
+
+
+def _task_dataset(x: torch.Tensor, y: torch.Tensor, classes: tuple[int, ...], task: int, relabel: bool):
+    """The samples of `classes` as a task-aware Avalanche dataset, class block by class block.
+
+    The blocks come in the iteration order of `set(classes)`, which is how the deprecated
+    generator collected them (within a block: dataset order). The same order gives the same
+    minibatches and exemplars, so records made with the deprecated generator stay reproducible;
+    for Split-MNIST/CIFAR-10 it is the label order, for some CIFAR-100 and Omniglot tasks not.
+    """
     from avalanche.benchmarks.utils.classification_dataset import (
         _make_taskaware_tensor_classification_dataset as tensor_dataset,
     )
 
-    split = task_split(data)
-    order = [c for classes in split.task_classes for c in classes]
-    task_il = scenario == "task-il"
-    return nc_benchmark(
-        tensor_dataset(data.x_train, data.y_train),
-        tensor_dataset(data.x_test, data.y_test),
-        n_experiences=split.n_tasks,
-        task_labels=task_il,
-        shuffle=False,
-        fixed_class_order=order,
-        per_exp_classes={k: len(c) for k, c in enumerate(split.task_classes)},
-        class_ids_from_zero_in_each_exp=task_il,
-    )
+    local = {c: k for k, c in enumerate(classes)}  # Task-IL ids: from zero in the task's class order
+    blocks = [(c, torch.nonzero(y == c).flatten()) for c in set(classes)]
+    idx = torch.cat([i for _, i in blocks])
+    labels = torch.cat([torch.full((len(i),), local[c], dtype=y.dtype) for c, i in blocks]) \
+        if relabel else y[idx]
+    return tensor_dataset(x[idx], labels, task_labels=task)

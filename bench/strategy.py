@@ -69,6 +69,7 @@ class StrategyContext:
     backbone: str | None = None
     seed: int = 0
     device: str = "cpu"
+    evaluator: Any = None  # an Avalanche EvaluationPlugin (bench run --log), else none
 
     @property
     def spec(self) -> models.BackboneSpec | None:
@@ -120,6 +121,6 @@ class StrategyContext:
             plugins.append(memory)
         strategy = fast(cls or SupervisedTemplate)(
             train_mb_size=self.batch_size, train_epochs=self.epochs, eval_mb_size=self.eval_batch_size,
-            device=self.device, plugins=plugins, evaluator=None, **kwargs)
+            device=self.device, plugins=plugins, evaluator=self.evaluator, **kwargs)
         strategy.data_generator = torch.Generator().manual_seed(self.seed)
         return strategy

@@ -289,3 +289,30 @@ def test_joint_upper_bound_has_one_row_and_no_forgetting(tmp_path: Path) -> None
     broken["metrics"]["forgetting"] = None
     write(tmp_path / "runs", "naive.json", broken)
     assert len(report.load_records(tmp_path)[1]) == 1
+
+
+def test_learning_curves_from_the_record(tmp_path: Path) -> None:
+    record = make_record("naive", 0)
+    record["train_curves"] = [{"loss": [2.0, 1.0], "acc": [0.5, 0.75]}, {"loss": [3.0, 0.5], "acc": [0.25, 1.0]}]
+    loss, acc, epochs = report.learning_curves(record)
+    np.testing.assert_allclose(loss, [2.0, 1.0, 3.0, 0.5])
+    np.testing.assert_allclose(acc, [50.0, 75.0, 25.0, 100.0])
+    assert epochs == [2, 2]
+    assert report.learning_curves(make_record("naive", 1)) is None  # records from before curves were kept
+    write(tmp_path / "runs", "a.json", record)
+    names = {p.name for p in report.write_plots(tmp_path)}
+    assert "mnist_class-il_naive_learning.png" in names
+
+
+def test_joint_is_a_horizontal_reference_line_in_the_curves(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.axes import Axes
+
+    joint = make_record("joint", 0, 0.9)
+    joint["acc_matrix"] = [[0.85, 0.95]]
+    write(tmp_path / "runs", "j.json", joint)
+    write(tmp_path / "runs", "n.json", make_record("naive", 0, 0.5))
+    lines, real = [], Axes.axhline
+    monkeypatch.setattr(Axes, "axhline", lambda self, y=0, *a, **k: lines.append((y, k.get("label"))) or
+                        real(self, y, *a, **k))
+    report.write_plots(tmp_path)
+    assert lines == [(pytest.approx(90.0), "joint (all tasks at once)")]

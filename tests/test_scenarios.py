@@ -101,3 +101,51 @@ def test_holdout_replaces_the_test_set_with_unseen_training_samples(root):
     assert not any(bytes(x.numpy()) in train_rows for x in held.x_test)
     with pytest.raises(ValueError, match="between|in \\(0, 1\\)"):
         holdout_split(data, 1.5)
+
+
+def _legacy_benchmark(data, scenario):
+    """The stream as the deprecated generator built it before (the reference for the current API)."""
+    from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset as tensor_dataset,
+    )
+
+    split = task_split(data)
+    task_il = scenario == "task-il"
+    return nc_benchmark(
+        tensor_dataset(data.x_train, data.y_train), tensor_dataset(data.x_test, data.y_test),
+        n_experiences=split.n_tasks, task_labels=task_il, shuffle=False,
+        fixed_class_order=[c for classes in split.task_classes for c in classes],
+        per_exp_classes={k: len(c) for k, c in enumerate(split.task_classes)},
+        class_ids_from_zero_in_each_exp=task_il)
+
+
+def _contents(stream):
+    from bench.strategy import materialize
+
+    out = []
+    for exp in stream:
+        x, y, t = materialize(exp.dataset)
+        out.append({"id": exp.current_experience, "task_label": exp.task_label, "task_labels": list(exp.task_labels),
+                    "classes": sorted(exp.classes_in_this_experience), "x": x, "y": y, "t": t})
+    return out
+
+
+@pytest.mark.parametrize("name,scenario", [("mnist", "class-il"), ("mnist", "task-il"),
+                                           ("omniglot", "task-il"), ("omniglot", "class-il")])
+def test_current_api_builds_the_same_streams_as_the_deprecated_generator(root, name, scenario):
+    data = load_dataset(name, root, download=False)
+    # shuffle the samples so that "dataset order" is not also "class order"
+    perm = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))
+    data.x_train, data.y_train = data.x_train[perm], data.y_train[perm]
+    new, old = build_benchmark(data, scenario), _legacy_benchmark(data, scenario)
+    for stream in ("train_stream", "test_stream"):
+        got, expected = _contents(getattr(new, stream)), _contents(getattr(old, stream))
+        assert len(got) == len(expected) == task_split(data).n_tasks
+        for g, e, g_exp, e_exp in zip(got, expected, getattr(new, stream), getattr(old, stream)):
+            assert (g["id"], g["task_label"], g["task_labels"], g["classes"]) == \
+                (e["id"], e["task_label"], e["task_labels"], e["classes"])
+            assert torch.equal(g["y"], e["y"]) and torch.equal(g["t"], e["t"]) and torch.equal(g["x"], e["x"])
+            if name == "mnist":  # what Avalanche's ICaRL reads (it runs Class-IL on MNIST)
+                assert list(g_exp.benchmark.n_classes_per_exp) == list(e_exp.benchmark.n_classes_per_exp)
+                assert list(g_exp.benchmark.classes_order) == list(e_exp.benchmark.classes_order)
