@@ -18,7 +18,9 @@ def _value(v) -> str:
 def settings(section: dict, space: dict | None = None) -> str:
     space, tuned = space or {}, section.get("tuned", [])
     parts = []
-    for k, v in section.items():
+    # a searched setting the section leaves at the strategy's default is listed by its space alone
+    missing = {k: "default" for k in space if k not in section}
+    for k, v in {**section, **missing}.items():
         if isinstance(v, dict) or k == "tuned":
             continue
         text = _value(v) if k == "name" else f"{k} {_value(v)}"
