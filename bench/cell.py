@@ -200,7 +200,8 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
         dataset=config["dataset"], scenario=config["scenario"], split=split,
         memory=config["memory"], epochs=config["epochs"], batch_size=config["batch_size"],
         eval_batch_size=config["eval_batch_size"], optimizer=config["optimizer"],
-        params=config["params"], backbone=config["backbone"], seed=config["seed"], device=device)
+        params=config["params"], backbone=config["backbone"], seed=config["seed"], device=device,
+        augment=config.get("augment", False))
     close_logs = None
     if log:
         ctx.evaluator, close_logs = loggers.evaluator(log, log_dir)
@@ -219,14 +220,19 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
     report = _plugin_report(method_plugins)  # the IB plugin reports its network state per task
     rows: list[list[float | None]] = []
     per_task: list[dict[str, Any]] = []
+    # whatever stores training data says how much it holds (the exemplars_held convention)
+    stores = [p for p in (strategy, *method_plugins) if hasattr(p, "exemplars_held")]
+    held: list[int] = []
     try:
         if info.whole_stream:
             strategy.train(bench.train_stream)
             rows.append(_evaluate(strategy, accuracy, bench.test_stream, n_tasks, n_tasks))
+            held.append(sum(p.exemplars_held() for p in stores))
         else:
             for i, experience in enumerate(bench.train_stream):
                 strategy.train(experience)
                 rows.append(_evaluate(strategy, accuracy, bench.test_stream[: i + 1], i + 1, n_tasks))
+                held.append(sum(p.exemplars_held() for p in stores))
                 if report is not None:
                     per_task.append(report())
     finally:
@@ -247,6 +253,9 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
         "peak_rss_mb": round(peak.mb(), 1),
         "params": models.count_params(strategy.model),
         "extra_state_bytes": extra_state_bytes(strategy, method_plugins, baseline),
+        "exemplars_held": held if stores else None,  # after each task; None: stores no data
+        # trained with the matched buffer besides its own method (shown as `<name> + replay`)
+        "shared_replay": info.memory == "shared" and config["memory"] > 0 and config["strategy"] != "replay",
         "data_checksums": data.checksums,
         "data_official": data.official,
         "data_mismatched": data.mismatched,

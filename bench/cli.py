@@ -1,4 +1,4 @@
-"""Command line: `python -m bench {run,table,plot,list}`.
+"""Command line: `python -m bench {run,tune,table,plot,list}`.
 
 Bad input (unknown names, impossible settings, unusable data or results folder)
 is reported before any training, with exit code 2. A run whose cells all
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Avalanche loggers for the cells this run trains, any of tensorboard,csv,wandb,text "
                           "(comma-separated; W&B offline unless configured); written to <results>/logs/<record>/")
 
+    from bench.tune import add_parser
+
+    add_parser(sub, _count, _fraction, DATASETS, SCENARIOS)
+
     for name, text in (("table", "rebuild the tables from stored records"),
                        ("plot", "draw accuracy and learning curves and accuracy-matrix heatmaps from stored records")):
         p = sub.add_parser(name, help=text)
@@ -95,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, argv if argv is not None else sys.argv[1:])
+        if args.command == "tune":
+            from bench.tune import cmd_tune
+
+            return cmd_tune(args, argv if argv is not None else sys.argv[1:])
         if args.command == "table":
             return cmd_table(args.results)
         if args.command == "plot":
@@ -139,12 +147,15 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
         path = cfg.parse_override(text)[0]
         if path[0] == "strategies" and len(path) > 1 and path[1] not in known:
             raise UsageError(f"--set {text}: unknown strategy {path[1]}; valid: {', '.join(known)}")
-    for name in protocol.get("strategies", {}):  # every section, also of strategies not run now
+    sections = [("strategies", n) for n in protocol.get("strategies", {})] \
+        + [("memory0", n) for n in protocol.get("memory0", {})]
+    for where, name in sections:  # every section, also of strategies not run now
         if name not in known:
             raise UsageError(f"protocol {args.dataset}-{args.scenario}: unknown strategy section "
-                             f"[strategies.{name}]; valid: {', '.join(known)}")
+                             f"[{where}.{name}]; valid: {', '.join(known)}")
         try:
-            cfg.resolve(protocol, args.dataset, args.scenario, name, 0, 0, schema=known[name].settings)
+            checked = {**protocol, "memory": 0} if where == "memory0" else protocol  # as resolve overlays it
+            cfg.resolve(checked, args.dataset, args.scenario, name, 0, 0, schema=known[name].settings)
         except cfg.ConfigError as exc:
             raise UsageError(str(exc)) from None
     problem = models.unusable(args.dataset, protocol["backbone"])

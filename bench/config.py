@@ -65,8 +65,11 @@ def apply_overrides(protocol: dict[str, Any], overrides: list[str]) -> dict[str,
 # Top-level protocol settings and what each must be; `strategies.<name>` sections are free-form
 # (a strategy's own parameters) except for the `epochs` and `optimizer` they may override.
 # `tune` holds the search spaces of `bench tune`: `budget = 8` and `[tune.<strategy>] key = [values]`.
+# `memory0.<strategy>` sections hold the values of memory-free rows (`--memory 0`, tuned at memory 0);
+# they override `strategies.<strategy>` when the budget is 0. `augment` turns on random crop and flip
+# of every training batch (bench/augment.py).
 PROTOCOL_KEYS = ("backbone", "epochs", "batch_size", "eval_batch_size", "memory", "optimizer", "strategies",
-                 "tune")
+                 "tune", "memory0", "augment")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -108,16 +111,22 @@ def validate_protocol(protocol: dict[str, Any]) -> None:
     _check_count("eval_batch_size", protocol.get("eval_batch_size"), 1)
     _check_count("memory", protocol.get("memory"), 0)
     _check_optimizer("optimizer", protocol.get("optimizer"), partial=False)
-    sections = protocol.get("strategies", {})
-    if not isinstance(sections, dict):
-        raise ConfigError(f"strategies must be a section, got {sections!r}")
-    for name, own in sections.items():
-        if not isinstance(own, dict):
-            raise ConfigError(f"strategies.{name} must be a section, got {own!r}")
-        if "epochs" in own:
-            _check_count(f"strategies.{name}.epochs", own["epochs"], 1)
-        if "optimizer" in own:
-            _check_optimizer(f"strategies.{name}.optimizer", own["optimizer"], partial=True)
+    if not isinstance(protocol.get("augment", False), bool):
+        raise ConfigError(f"augment must be true or false, got {protocol['augment']!r}")
+    for where in ("strategies", "memory0"):
+        sections = protocol.get(where, {})
+        if not isinstance(sections, dict):
+            raise ConfigError(f"{where} must be a section, got {sections!r}")
+        for name, own in sections.items():
+            if not isinstance(own, dict):
+                raise ConfigError(f"{where}.{name} must be a section, got {own!r}")
+            if "epochs" in own:
+                _check_count(f"{where}.{name}.epochs", own["epochs"], 1)
+            if "optimizer" in own:
+                _check_optimizer(f"{where}.{name}.optimizer", own["optimizer"], partial=True)
+            tuned = own.get("tuned", [])
+            if not isinstance(tuned, list) or not all(isinstance(k, str) for k in tuned):
+                raise ConfigError(f"{where}.{name}.tuned must be a list of setting names, got {tuned!r}")
 
 
 def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str, seed: int,
@@ -130,6 +139,9 @@ def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str
     from bench.settings import SettingError, resolve_settings
 
     own = dict(protocol.get("strategies", {}).get(strategy, {}))
+    if protocol["memory"] == 0:  # memory-free rows run with the values tuned at memory 0
+        own.update(protocol.get("memory0", {}).get(strategy, {}))
+    tuned = own.pop("tuned", [])  # the keys `bench tune` chose (written there with the values)
     optimizer = {**protocol["optimizer"], **own.pop("optimizer", {})}
     epochs = own.pop("epochs", protocol["epochs"])
     if schema is not None:
@@ -137,7 +149,7 @@ def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str
             own = resolve_settings(strategy, schema, own)
         except SettingError as exc:
             raise ConfigError(str(exc)) from None
-    return {
+    config = {
         "version": CONFIG_VERSION,
         "dataset": dataset,
         "scenario": scenario,
@@ -152,6 +164,12 @@ def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str
         "params": own,
         "holdout": holdout,
     }
+    # Added only when set, so that the records of configurations without them keep their hashes.
+    if protocol.get("augment"):
+        config["augment"] = True
+    if tuned:
+        config["tuned"] = sorted(tuned)
+    return config
 
 
 def config_hash(config: dict[str, Any]) -> str:

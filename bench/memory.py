@@ -52,6 +52,10 @@ class ClassBalancedReplay(SupervisedPlugin):
         parts = list(self.by_class.values())
         return [torch.cat([p[i] for p in parts]) for i in range(3)]
 
+    def exemplars_held(self) -> int:
+        """Samples stored now (the cell records it after every task)."""
+        return len(self)
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for v in self.by_class.values() for t in v)
 

@@ -116,14 +116,15 @@ def summary_frame(records: Sequence[dict]) -> pd.DataFrame:
     `std` uses ddof=1, so it is NaN with a single ok seed.
     """
     stat_cols = [f"{m}_{s}" for m in METRICS + COSTS for s in ("mean", "std")]
-    columns = KEY + ["label", "memory", "epochs", "n_seeds", "n_failed", "n_old_code", "n_dirty"] + stat_cols
+    columns = KEY + ["label", "memory", "held_max", "epochs", "n_seeds", "n_failed", "n_old_code",
+                     "n_dirty"] + stat_cols
     if not records:
         return pd.DataFrame(columns=columns)
     flat = pd.DataFrame([_flat_row(r) for r in records])
     labels = config_labels(records)
     rows = [_summary_row(key, group, labels[key]) for key, group in flat.groupby(KEY, sort=False)]
     frame = pd.DataFrame(rows, columns=columns)
-    for col in ("memory", "epochs"):
+    for col in ("memory", "held_max", "epochs"):
         frame[col] = _as_int_if_integral(frame[col])
     return _sort_rows(frame).reset_index(drop=True)
 
@@ -167,6 +168,8 @@ def _flat_row(record: dict) -> dict:
                # marks concern the numbers shown, so only ok seeds count
                old_code=record["status"] == "ok" and record.get("code") != current_code(cfg["strategy"]),
                dirty=record["status"] == "ok" and record.get("git_dirty") is True)
+    held = record.get("exemplars_held")
+    row["held"] = max(held) if isinstance(held, list) and held and all(map(_is_number, held)) else None
     metrics = record.get("metrics") or {}
     for m in METRICS:
         row[m] = metrics.get(m) if row["ok"] else None
@@ -179,8 +182,9 @@ def _flat_row(record: dict) -> dict:
 def _summary_row(key: tuple, group: pd.DataFrame, label: str) -> dict:
     ok = group[group["ok"]]
     row = dict(zip(KEY, key))
-    row.update(label=label, memory=group["memory"].iloc[0], epochs=group["epochs"].iloc[0],
-               n_seeds=len(group), n_failed=int((~group["ok"]).sum()),
+    held = pd.to_numeric(group["held"], errors="coerce").dropna()
+    row.update(label=label, memory=group["memory"].iloc[0], held_max=held.max() if len(held) else None,
+               epochs=group["epochs"].iloc[0], n_seeds=len(group), n_failed=int((~group["ok"]).sum()),
                n_old_code=int(group["old_code"].sum()), n_dirty=int(group["dirty"].sum()))
     for col in METRICS + COSTS:
         values = pd.to_numeric(ok[col], errors="coerce").dropna()
@@ -216,20 +220,36 @@ def config_labels(records: Iterable[dict]) -> dict[tuple, str]:
     each label names the config values that differ, e.g. `ewc (memory 0)`.
     """
     configs: dict[tuple, dict[tuple, dict]] = defaultdict(dict)
+    names: dict[tuple, str] = {}
     for rec in records:
         cfg = rec["config"]
         configs[(cfg["dataset"], cfg["scenario"], cfg["strategy"])].setdefault(
             cfg["hash"], _flatten(cfg))
+        names.setdefault((cfg["dataset"], cfg["scenario"], cfg["strategy"], cfg["hash"]), row_name(rec))
     labels = {}
     for (dataset, scenario, strategy), by_hash in configs.items():
-        for h, text in _distinguish(strategy, by_hash).items():
+        shown = {h: names[(dataset, scenario, strategy, h)] for h in by_hash}
+        for h, text in _distinguish(shown, by_hash).items():
             labels[(dataset, scenario, strategy, h)] = text
     return labels
 
 
-def _distinguish(strategy: str, by_hash: dict[str, dict]) -> dict[str, str]:
+def row_name(record: dict) -> str:
+    """The strategy's name, as `<name> + replay` when it also trained with the matched buffer."""
+    cfg = record["config"]
+    shared = record.get("shared_replay")
+    if shared is None:  # records from before the field: the strategy's declared memory kind decides
+        from bench import registry
+
+        info = registry.strategies().get(cfg["strategy"])
+        shared = info is not None and info.memory == "shared" and _is_number(cfg.get("memory")) \
+            and cfg["memory"] > 0 and cfg["strategy"] != "replay"
+    return f"{cfg['strategy']} + replay" if shared else cfg["strategy"]
+
+
+def _distinguish(shown: dict[str, str], by_hash: dict[str, dict]) -> dict[str, str]:
     if len(by_hash) == 1:
-        return {h: strategy for h in by_hash}
+        return dict(shown)
     keys = sorted({k for cfg in by_hash.values() for k in cfg} - _LABEL_IGNORE)
     differing = [k for k in keys if len({_show(cfg.get(k)) for cfg in by_hash.values()}) > 1]
     parts = {h: [f"{k} {_show(cfg.get(k))}" for k in differing] for h, cfg in by_hash.items()}
@@ -242,7 +262,7 @@ def _distinguish(strategy: str, by_hash: dict[str, dict]) -> dict[str, str]:
         # (e.g. a code-version salt); the hash itself still tells such rows apart.
         if counts[tuple(p)] > 1:
             p = p + [f"hash {h}"]
-        labels[h] = f"{strategy} ({', '.join(p)})"
+        labels[h] = f"{shown[h]} ({', '.join(p)})"
     return labels
 
 
@@ -282,7 +302,7 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
     unit, scale = _state_unit(summary)
     cells = [_display_row(row, unit, scale) for _, row in summary.iterrows()]
     columns = (["Strategy"] + list(_PCT_COLUMNS.values())
-               + ["Time (s)", "Params", f"Extra state ({unit})", "Memory (exemplars)", "Seeds"])
+               + ["Time (s)", "Params", f"Extra state ({unit})", "Memory (exemplars)", "Held (max)", "Seeds"])
     table = pd.DataFrame(cells, columns=columns)
     if len(summary) and summary[["dataset", "scenario"]].drop_duplicates().shape[0] > 1:
         table.insert(0, "Scenario", list(summary["scenario"]))
@@ -306,7 +326,9 @@ def _display_row(row: pd.Series, unit: str, scale: float) -> list[str]:
         measured = [_pm(row, m, 100.0, 2) for m in METRICS]
         measured += [_pm(row, "time_s", 1.0, 1), _pm(row, "params", 1.0, 0, sep=True, hide_zero=True),
                      _pm(row, "extra_state_bytes", 1.0 / scale, 2 if unit == "MB" else 1)]
-    return [f"{row['label']}{_marks(row)}"] + measured + [_memory(row["memory"]), str(n)]
+    # the most exemplars stored after any task of any seed; – for strategies that store none
+    return [f"{row['label']}{_marks(row)}"] + measured + [_memory(row["memory"]), _memory(row.get("held_max")),
+                                                           str(n)]
 
 
 def _pm(row: pd.Series, col: str, factor: float, digits: int,

@@ -28,6 +28,14 @@ class FastLoading:
     """
 
     data_generator: torch.Generator
+    augment = None  # a batch transform (bench.augment.CropFlip) applied to every training minibatch
+
+    def _unpack_minibatch(self):
+        super()._unpack_minibatch()
+        # Here, after any replay has joined the batch, so that new samples and exemplars alike
+        # are augmented, whatever the strategy; evaluation batches pass unchanged.
+        if self.augment is not None and self.is_training:
+            self.mbatch[0] = self.augment(self.mbatch[0])
 
     def make_train_dataloader(self, shuffle: bool = True, **kwargs):
         self.dataloader = TensorBatches(materialize(self.adapted_dataset), self.train_mb_size,
@@ -70,6 +78,7 @@ class StrategyContext:
     seed: int = 0
     device: str = "cpu"
     evaluator: Any = None  # an Avalanche EvaluationPlugin (bench run --log), else none
+    augment: bool = False  # random crop and flip of training batches (the protocol's `augment`)
 
     @property
     def spec(self) -> models.BackboneSpec | None:
@@ -123,4 +132,8 @@ class StrategyContext:
             train_mb_size=self.batch_size, train_epochs=self.epochs, eval_mb_size=self.eval_batch_size,
             device=self.device, plugins=plugins, evaluator=self.evaluator, **kwargs)
         strategy.data_generator = torch.Generator().manual_seed(self.seed)
+        if self.augment:
+            from bench.augment import CropFlip
+
+            strategy.augment = CropFlip(self.seed)
         return strategy

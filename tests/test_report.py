@@ -106,15 +106,16 @@ def test_summary_frame_statistics(results: Path) -> None:
     records, _ = report.load_records(results)
     frame = report.summary_frame(records)
     mnist = frame[frame["dataset"] == "mnist"]
-    assert list(mnist["label"]) == ["naive", "replay", "ewc", "lwf (epochs 2)", "lwf (epochs 10)",
-                                    "ib", "agem"]
+    # records without `shared_replay` are named by the strategy's declared memory kind
+    assert list(mnist["label"]) == ["naive", "replay", "ewc + replay", "lwf + replay (epochs 2)",
+                                    "lwf + replay (epochs 10)", "ib + replay", "agem"]
     replay = mnist.set_index("label").loc["replay"]
     assert replay["n_seeds"] == 2 and replay["n_failed"] == 0
     assert replay["final_acc_mean"] == pytest.approx(0.85)
     assert replay["final_acc_std"] == pytest.approx(math.sqrt(0.005))  # ddof=1
     assert replay["time_s_mean"] == pytest.approx(15.0)
     assert replay["memory"] == 200 and replay["epochs"] == 2
-    ewc = mnist.set_index("label").loc["ewc"]
+    ewc = mnist.set_index("label").loc["ewc + replay"]
     assert ewc["n_seeds"] == 2 and ewc["n_failed"] == 1
     naive = mnist.set_index("label").loc["naive"]
     assert math.isnan(naive["final_acc_std"])  # undefined with one seed
@@ -133,33 +134,34 @@ def test_tables_in_three_formats(results: Path) -> None:
     assert "mnist" in caption and "class-il" in caption and "200 exemplars" in caption
     assert "mean ± std over seeds" in caption and "ddof=1" in caption
     rows = table_rows(md)
-    assert list(rows) == ["naive", "replay", "ewc", "lwf (epochs 2)", "lwf (epochs 10)", "ib", "agem"]
+    assert list(rows) == ["naive", "replay", "ewc + replay", "lwf + replay (epochs 2)",
+                          "lwf + replay (epochs 10)", "ib + replay", "agem"]
     header = [c.strip() for c in md.splitlines()[2].strip("|").split(" | ")]
     assert header == ["Strategy", "Final acc (%)", "Avg inc. acc (%)", "Forgetting (%)", "BWT (%)",
-                      "Time (s)", "Params", "Extra state (MB)", "Memory (exemplars)", "Seeds"]
+                      "Time (s)", "Params", "Extra state (MB)", "Memory (exemplars)", "Held (max)", "Seeds"]
     assert rows["replay"] == ["85.00 ± 7.07", "92.50 ± 3.54", "10.00 ± 0.00", "-10.00 ± 0.00",
-                              "15.0 ± 7.1", "1,000", "2.00 ± 0.00", "200", "2"]
+                              "15.0 ± 7.1", "1,000", "2.00 ± 0.00", "200", "–", "2"]
     assert rows["naive"][:2] == ["50.00", "75.00"]  # one seed: mean only
     assert rows["naive"][-1] == "1"
-    assert rows["lwf (epochs 2)"][0] == "60.00" and rows["lwf (epochs 10)"][0] == "65.00"
+    assert rows["lwf + replay (epochs 2)"][0] == "60.00" and rows["lwf + replay (epochs 10)"][0] == "65.00"
 
 
 def test_failed_seed_never_becomes_numbers(results: Path) -> None:
     report.write_tables(results)
     tables = results / "tables"
-    ewc = table_rows((tables / "mnist_class-il.md").read_text())["ewc"]
+    ewc = table_rows((tables / "mnist_class-il.md").read_text())["ewc + replay"]
     assert ewc[:7] == ["failed (1/2)"] * 7
     assert ewc[-1] == "2"
     assert "70.00" not in " ".join(ewc)
 
     with open(tables / "mnist_class-il.csv", newline="") as fh:
         by_label = {row["label"]: row for row in csv.DictReader(fh)}
-    assert by_label["ewc"]["status"] == "failed" and by_label["ewc"]["n_failed"] == "1"
-    assert by_label["ewc"]["final_acc_mean"] == "" and by_label["ewc"]["time_s_mean"] == ""
+    assert by_label["ewc + replay"]["status"] == "failed" and by_label["ewc + replay"]["n_failed"] == "1"
+    assert by_label["ewc + replay"]["final_acc_mean"] == "" and by_label["ewc + replay"]["time_s_mean"] == ""
     assert by_label["replay"]["status"] == "ok"
 
     tex = (tables / "mnist_class-il.tex").read_text()
-    ewc_line = next(l for l in tex.splitlines() if l.startswith("ewc &"))
+    ewc_line = next(l for l in tex.splitlines() if l.startswith("ewc + replay &"))
     assert ewc_line.count("failed (1/2)") == 7
 
 
@@ -172,13 +174,13 @@ def test_csv_is_machine_readable(results: Path) -> None:
     assert float(replay["final_acc_std"]) == pytest.approx(0.0707107, abs=1e-6)
     assert replay["memory"] == "200" and replay["n_seeds"] == "2"
     assert by_label["naive"]["final_acc_std"] == ""
-    assert by_label["lwf (epochs 10)"]["epochs"] == "10"
+    assert by_label["lwf + replay (epochs 10)"]["epochs"] == "10"
 
 
 def test_latex_table_is_escaped(results: Path) -> None:
     report.write_tables(results)
     tex = (results / "tables" / "mnist_class-il.tex").read_text()
-    assert "\\begin{tabular}{lrrrrrrrrr}" in tex and "\\end{tabular}" in tex
+    assert "\\begin{tabular}{lrrrrrrrrrr}" in tex and "\\end{tabular}" in tex
     assert "Final acc (\\%)" in tex
     assert "85.00 $\\pm$ 7.07" in tex
     assert "±" not in tex.replace("% ", "", 1).split("\\begin{tabular}")[1]
@@ -255,12 +257,13 @@ def test_config_hash_labels_when_no_visible_difference(tmp_path: Path) -> None:
     write(runs, "c.json", make_record("ewc", 0, 0.5, memory=0, config_hash="cccc11112222"))
     records, _ = report.load_records(tmp_path)
     labels = list(report.summary_frame(records)["label"])
-    assert labels == ["ewc (memory 0)", "ewc (memory 200, hash aaaa11112222)",
-                      "ewc (memory 200, hash bbbb11112222)"]
+    assert labels == ["ewc (memory 0)", "ewc + replay (memory 200, hash aaaa11112222)",
+                      "ewc + replay (memory 200, hash bbbb11112222)"]
     write(runs, "c.json", make_record("ewc", 0, 0.5, config_hash="cccc11112222"))
     records, _ = report.load_records(tmp_path)
     assert list(report.summary_frame(records)["label"]) == [
-        "ewc (hash aaaa11112222)", "ewc (hash bbbb11112222)", "ewc (hash cccc11112222)"]
+        "ewc + replay (hash aaaa11112222)", "ewc + replay (hash bbbb11112222)",
+        "ewc + replay (hash cccc11112222)"]
 
 
 def test_import_is_light() -> None:
