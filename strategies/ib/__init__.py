@@ -60,6 +60,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bench.settings import Setting, resolve_settings
+from strategies.ib.gamma import DEFAULTS as GAMMA
 
 if TYPE_CHECKING:
     from bench.models import BackboneSpec
@@ -69,7 +70,7 @@ MEMORY = "shared"
 
 # The protocol's [strategies.ib] section may set any of these.
 SETTINGS: dict[str, Setting] = {
-    "gamma": Setting(1e-4, low=0.0, help="global sparsity weight (used when target_active is not set)"),
+    "gamma": Setting(1e-4, low=0.0, help="global sparsity weight (used when rate is not set)"),
     "threshold": Setting(1.0, low=0.0, low_open=True, help="active when (mu/sigma)^2 >= threshold"),
     "mu_init": Setting(1.0, low=0.0, low_open=True),
     # the reference resets sigma to 0.01 (mu/sigma = 100): with a few hundred steps per task the
@@ -79,15 +80,25 @@ SETTINGS: dict[str, Setting] = {
                        help="learning rate of mu and log_sigma; none: the optimizer's"),
     "grow": Setting(None, kind=int, low=1, optional=True,
                     help="channels added to a full layer; none: 1/8 of its initial width"),
-    "target_active": Setting(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
-                             help="adaptive per-channel gamma when set (fraction of free channels)"),
-    "adapt_every": Setting(10, low=1),
-    "gamma_min": Setting(1e-10, low=0.0),
-    "gamma_max": Setting(1e-3, low=0.0),
-    "gamma_up": Setting(1.1, low=1.0),
-    "gamma_down": Setting(0.9, low=0.0, low_open=True, high=1.0),
+    "rate": Setting(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
+                    help="channels a task may newly activate per layer, as a fraction of the layer's "
+                         "initial width (rounded, at least 1), reached by the adaptive per-channel gamma; "
+                         "none: the global gamma"),
+    "gamma_start": Setting(GAMMA["start"], low=0.0, low_open=True, help="adaptive gamma's value at a task's start"),
+    "gamma_up": Setting(GAMMA["up"], low=1.0, help="factor on channels that should go but are there"),
+    "gamma_down": Setting(GAMMA["down"], low=0.0, low_open=True, high=1.0,
+                          help="factor on channels that should stay and are there"),
+    "gamma_min": Setting(GAMMA["floor"], low=0.0, help="adaptive gamma's floor (and a revived channel's value)"),
+    "gamma_max": Setting(GAMMA["ceiling"], low=0.0, low_open=True, help="adaptive gamma's ceiling"),
+    "adapt_every": Setting(GAMMA["every"], low=1, help="optimizer steps between adaptations"),
+    "cap": Setting(True, help="with a rate: after a task, switch off the new channels beyond it (lowest "
+                              "mu/sigma first; counted as capped in the task report)"),
     "frozen_noise": Setting(False),
     "ncm": Setting(None, kind=bool, optional=True, help="nearest-class-mean prediction; none: in Class-IL only"),
+    "ncm_means": Setting("exemplars", choices=("exemplars", "kept"),
+                         help="Class-IL class means: recomputed from the task's data and the memory after "
+                              "each task, or kept from when each class was learned and compared on the "
+                              "channels active then"),
     "ncm_normalize": Setting(False, help="NCM on L2-normalised features (iCaRL's choice; not in the reference)"),
 }
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SETTINGS.items()}
@@ -114,10 +125,11 @@ def build_parts(spec: BackboneSpec, multi_head: bool, params: dict[str, Any]):
     s = settings(params)
     model = IBNet(spec, multi_head, threshold=s["threshold"], mu_init=s["mu_init"],
                   sigma_init=s["sigma_init"], frozen_noise=s["frozen_noise"])
-    plugin = IBPlugin(gamma=s["gamma"], grow=s["grow"], target_active=s["target_active"],
-                      adapt_every=s["adapt_every"], gamma_min=s["gamma_min"], gamma_max=s["gamma_max"],
-                      gamma_up=s["gamma_up"], gamma_down=s["gamma_down"], ncm=s["ncm"],
-                      gate_lr=s["gate_lr"], ncm_normalize=s["ncm_normalize"])
+    adaptive = {"start": s["gamma_start"], "up": s["gamma_up"], "down": s["gamma_down"],
+                "floor": s["gamma_min"], "ceiling": s["gamma_max"], "every": s["adapt_every"]}
+    plugin = IBPlugin(gamma=s["gamma"], grow=s["grow"], rate=s["rate"], adaptive=adaptive, cap=s["cap"],
+                      ncm=s["ncm"], ncm_means=s["ncm_means"], gate_lr=s["gate_lr"],
+                      ncm_normalize=s["ncm_normalize"])
     return model, plugin
 
 
