@@ -7,27 +7,44 @@ The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
   maps) while training; at test time the gate is the deterministic ``mu_c`` for
   channels with ``(mu_c / sigma_c)^2 >= threshold`` and 0 for the others.
   sigma is stored as ``log_sigma`` so it stays positive.
-* **Sparsity.** Loss = cross-entropy + gamma * sum_{l,c} log(1 + (mu/sigma)^2).
-  With ``target_active`` set, gamma is per channel and adapted every
-  ``adapt_every`` iterations (III (a)): sort |mu/sigma|, split at the target
-  kept fraction, then per channel x1.1 (should go, not yet gone), reset to
-  gamma_min and sigma to its initial value (should stay, already gone), x0.9
-  (should stay, still there), unchanged (should go, gone), clamped to
-  [gamma_min, gamma_max].
+* **Sparsity.** Loss = cross-entropy + sum_{l,c} gamma_c * log(1 + (mu/sigma)^2).
+  Without ``rate`` gamma is one global value. With ``rate`` (the protocols set it) each
+  task may newly activate ``round(rate * initial width)`` (at least 1) channels per layer,
+  and a per-channel gamma adapted during the task drives it there (III (a); the rules and
+  the constants, with where and why they depart from the reference's, are in
+  ``strategies/ib/gamma.py``: the reference's 1e-10 start, x1.1 every 10 steps, would not
+  reach a sparsifying gamma within a task). Where a task is too short for that (an
+  Omniglot alphabet has 7-26 steps per epoch), ``cap`` switches off the new channels
+  beyond the rate after the task, lowest |mu/sigma| first; the task report counts them.
 * **Freezing.** After a task, the channels with ratio^2 >= threshold are active
   for good: their incoming weights from active channels, their bias and gate
   are frozen bit-exactly (restored after every optimizer step, so momentum,
   weight decay and Adam cannot move them), their weights from inactive channels
   are set to 0 and kept 0. Inactive channels are re-initialised (weights, bias,
   gate) at the start of the next task and trained on it.
-* **Growth.** A hidden layer whose channels are all active after a task gets
-  ``grow`` new inactive channels; the next layer (or the heads) gets the matching
-  zero input weights.
+* **Growth.** With a rate: a layer grows only when fewer channels are free than the next
+  task may take (the reference's capacity upper bound), by what that task needs (or
+  ``grow`` when larger), so the parameter count follows the rate. Without one: a layer
+  whose channels are all active gets ``grow`` new channels (default 1/8 of its initial
+  width). Either way the next layer (or the heads) gets matching zero input weights, and
+  new tensors are made on the model's device.
 * **Heads.** Task-IL: one head per task reading only the channels active for its
   task (weights from later channels are 0); old heads are frozen. Class-IL: one
   trainable output layer used only for the training loss; prediction is by the
-  nearest class mean of the last hidden layer's features, recomputed after each
-  task from the task's data and the stored exemplars.
+  nearest class mean of the last hidden layer's features.
+* **What IB needs in Class-IL.** Freezing keeps each class's features fixed on the channels
+  active when it was learned, but channels switched on by later tasks change every class's
+  features on those channels, so the class means must either be recomputed from stored
+  data (``ncm_means = "exemplars"``, the default: the task's data and the replay memory as
+  updated after the task) or kept from when each class was learned and compared on the
+  channels active then only (``ncm_means = "kept"``, the reference's reading: needs no
+  memory; squared distance divided by the number of channels compared, so that classes
+  learned on fewer channels are not favoured). Held-out comparison: see README.
+* **Optimizer state.** Adam's moments are cleared at the start of every task after the
+  first: re-initialised channels start fresh; all other trained entries are frozen
+  anyway, except the Class-IL output layer, whose moments restart with each task too.
+* **Report.** Per task: active channels and width per layer, channels grown and capped,
+  parameters, the sparsity term and the task's training time (``train_s``).
 
 Choices and deviations from the reference (why):
 
@@ -38,15 +55,14 @@ Choices and deviations from the reference (why):
   ``frozen_noise=True`` restores noise on all channels.
 * Inactive channels are re-initialised at the *start* of the next task (not at
   the end of theirs), so evaluating right after a task sees the trained model.
-* ``target_active`` is the fraction of a layer's *free* channels (not frozen by
-  earlier tasks) that a task should activate, and the sort/split is done per
-  layer, not over the whole network: every layer then gets the requested
-  sparsity and later tasks never ask for more channels than are left.
+* The rate counts channels per layer relative to the layer's *initial* width, and the
+  sort/split is done per layer over the free channels only, not over the whole
+  network: every layer then gets the requested sparsity.
 * The gates have their own learning rate (``gate_lr``) and no weight decay: the
   ratio mu/sigma has to move by orders of magnitude within one task's few hundred
   steps, and weight decay on mu would act as an extra, unintended sparsity term.
-* Class-IL NCM: classes with neither data nor exemplars at hand keep their
-  previous mean (zero on channels added since); with the shared memory every
+* Class-IL NCM with exemplars: classes with neither data nor exemplars at hand keep
+  their previous mean (zero on channels added since); with the shared memory every
   seen class has exemplars, so all means are recomputed.
 * gamma's effect depends on the optimizer: under Adam the gates move at about
   ``gate_lr`` per step whatever the gradient's scale, so small gammas (1e-4) already
