@@ -95,7 +95,8 @@ SETTINGS: dict[str, Setting] = {
     "gate_lr": Setting(0.01, kind=float, low=0.0, low_open=True, optional=True,
                        help="learning rate of mu and log_sigma; none: the optimizer's"),
     "grow": Setting(None, kind=int, low=1, optional=True,
-                    help="channels added to a full layer; none: 1/8 of its initial width"),
+                    help="without a rate: channels added to a full layer (none: 1/8 of its initial width); "
+                         "with one: the least a layer grows by when it must"),
     "rate": Setting(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
                     help="channels a task may newly activate per layer, as a fraction of the layer's "
                          "initial width (rounded, at least 1), reached by the adaptive per-channel gamma; "
