@@ -2,9 +2,13 @@
 Avalanche template (tensor minibatches), and stock Avalanche (per-sample DataLoader).
 
     python scripts/benchmark_speed.py [--samples 24000] [--epochs 3] [--threads 2]
+    python scripts/benchmark_speed.py --ib [--tasks 20]
 
 Prints training samples per second for each (epochs x samples / wall time, the
 template's one read of the dataset included); run it on an otherwise idle machine.
+With --ib: per-task training time of `ib` against `naive`, one after the other, on a
+generated Omniglot-sized Task-IL stream (convnet28, 20 classes x 20 images per task,
+batch 32, the Omniglot Task-IL protocol's IB settings), and the ratio.
 """
 from __future__ import annotations
 
@@ -62,13 +66,61 @@ def avalanche_run(x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, fas
     return epochs * len(y) / (time.perf_counter() - start)
 
 
+def task_times(strategy_name: str, n_tasks: int, epochs: int) -> list[float]:
+    """Training seconds per task of a bench strategy on a generated 28x28 Task-IL stream."""
+    from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset as tensor_dataset,
+    )
+
+    from bench import config, registry
+    from bench.strategy import StrategyContext
+
+    per_class, n_classes = 20, 20 * n_tasks
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n_classes * per_class, 1, 28, 28), dtype=torch.uint8, generator=g)
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    bench = nc_benchmark(tensor_dataset(x, y), tensor_dataset(x[::per_class], y[::per_class]),
+                         n_experiences=n_tasks, task_labels=True, shuffle=False,
+                         fixed_class_order=list(range(n_classes)), class_ids_from_zero_in_each_exp=True)
+    protocol = config.load_protocol("omniglot", "task-il")
+    params = dict(protocol.get("strategies", {}).get(strategy_name, {}))
+    ctx = StrategyContext(dataset="omniglot", scenario="task-il", split=None, memory=0, epochs=epochs,
+                          batch_size=32, eval_batch_size=1000, optimizer=dict(protocol["optimizer"]),
+                          params=params)
+    torch.manual_seed(0)
+    strategy = registry.strategies()[strategy_name].build(ctx)
+    times = []
+    for experience in bench.train_stream:
+        start = time.perf_counter()
+        strategy.train(experience)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def ib_ratio(n_tasks: int, epochs: int) -> None:
+    naive, ib = task_times("naive", n_tasks, epochs), task_times("ib", n_tasks, epochs)
+    print(f"convnet28 Task-IL, {n_tasks} generated tasks x {epochs} epochs, 1 thread (training time only)")
+    for name, t in (("naive", naive), ("ib", ib)):
+        k = max(1, n_tasks // 5)
+        print(f"{name:6} total {sum(t):7.1f} s   first {k} tasks {sum(t[:k]) / k:.2f} s/task"
+              f"   last {k} tasks {sum(t[-k:]) / k:.2f} s/task")
+    print(f"ib / naive: {sum(ib) / sum(naive):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=24000)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ib", action="store_true", help="IB against naive per task instead")
+    parser.add_argument("--tasks", type=int, default=20)
     args = parser.parse_args()
+    if args.ib:
+        torch.set_num_threads(1)
+        ib_ratio(args.tasks, 1)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, y = data(args.samples)

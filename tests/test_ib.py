@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -190,14 +191,76 @@ def test_gamma_leaves_fewer_channels_active():
     assert n_dense > 0.8 * sum(dense.task_report()["widths"])
 
 
-def test_adaptive_gamma_reaches_target():
-    spec = BackboneSpec("wide", (1, 8, 8), (Layer("linear", 50), Layer("linear", 50)))
-    params = {"target_active": 0.3, "adapt_every": 1, "gate_lr": 0.05, "sigma_init": 0.3,
-              "gamma_up": 1.5, "gamma_max": 0.05}
-    _, plugin = train_one_task(spec, params, epochs=12)
+def tolerance(width: int) -> float:
+    return max(1.0, 0.03 * width)
+
+
+@pytest.mark.parametrize("epochs", [1, 4])
+def test_rate_reached_at_any_length(epochs):
+    """The adaptive gamma alone (default constants, nothing capped) brings each layer to the rate.
+
+    ~90 steps per epoch at batch 32, as a Split-MNIST task has at batch 128."""
+    spec = BackboneSpec("wide", (1, 8, 8), (Layer("linear", 100), Layer("linear", 100)))
+    params = {"rate": 0.2, "cap": False, "gate_lr": 0.01, "sigma_init": 0.5}
+    _, plugin = train_one_task(spec, params, epochs=epochs, per_class=1440)
     report = plugin.task_report()
+    assert report["capped"] == [0, 0]
     for active, width in zip(report["active"], report["widths"]):
-        assert abs(active / width - 0.3) <= 0.02, report
+        assert abs(active - 20) <= tolerance(width), report
+
+
+def test_revive_resets_gamma_and_sigma():
+    from strategies.ib.gamma import AdaptiveGamma
+    from strategies.ib.network import GatedLayer
+
+    gated = GatedLayer(torch.nn.Linear(4, 6), mu_init=1.0, sigma_init=0.5)
+    with torch.no_grad():  # every channel gone (ratio^2 < 1), channel 0 frozen
+        gated.mu.copy_(torch.tensor([1.0, 0.9, 0.8, 0.2, 0.1, 0.05]))
+        gated.frozen[0] = True
+    gamma = AdaptiveGamma([gated], [2], threshold=1.0, start=1e-3, up=2.0, down=0.5, floor=1e-6,
+                          ceiling=1.0, every=3)
+    for _ in range(2):
+        gamma.step()
+    assert torch.equal(gated.log_sigma, torch.full((6,), math.log(0.5)))  # not yet: every 3 steps
+    with torch.no_grad():
+        gated.log_sigma.fill_(0.0)  # sigma 1
+    gamma.step()
+    # the two best free channels should stay but are gone: gamma to the floor, sigma to its start
+    torch.testing.assert_close(gated.log_sigma.exp(), torch.tensor([1.0, 0.5, 0.5, 1.0, 1.0, 1.0]))
+    torch.testing.assert_close(gamma.gamma[0], torch.tensor([0.0, 1e-6, 1e-6, 1e-3, 1e-3, 1e-3]),
+                               rtol=1e-5, atol=0.0)
+    assert gamma.revived == 2
+    with torch.no_grad():  # now channels 1 and 2 are there (ratio^2 = 3.24, 2.56) and 3 is there too
+        gated.mu[3] = 1.0
+        gated.log_sigma[3] = math.log(0.5)
+    for _ in range(3):
+        gamma.step()
+    # channel 3 ranks first now (2 > 1.8 > 1.6): 3 and 1 stay and are there (down; 1 held at the floor),
+    # 2 should go and is there (up), 4 and 5 should go and are gone (unchanged)
+    torch.testing.assert_close(gamma.gamma[0], torch.tensor([0.0, 1e-6, 2e-6, 5e-4, 1e-3, 1e-3]),
+                               rtol=1e-5, atol=0.0)
+    penalty = gamma.penalty()
+    expected = (gamma.gamma[0] * torch.log1p((gated.mu / gated.log_sigma.exp()) ** 2)).sum()
+    torch.testing.assert_close(penalty, expected)
+
+
+def test_test_time_gate_threshold_rule():
+    """At test time a channel passes mu exactly when (mu/sigma)^2 >= threshold, and 0 otherwise."""
+    from strategies.ib.network import GatedLayer
+
+    torch.manual_seed(0)
+    gated = GatedLayer(torch.nn.Linear(5, 4), mu_init=1.0, sigma_init=1.0)
+    with torch.no_grad():
+        gated.layer.bias.fill_(5.0)  # every ReLU output positive
+        # (mu/sigma)^2 = 1.5 (log(1 + 1.5) = 0.92 < 1), 0.8, 4, 1.0
+        gated.mu.copy_(torch.tensor([1.5 ** 0.5, 0.8 ** 0.5, 2.0, 1.0]))
+    gated.eval()
+    x = torch.randn(7, 5)
+    out = gated(x, threshold=1.0, frozen_noise=False)
+    z = torch.relu(gated.layer(x))
+    assert bool((z > 0).all())
+    assert bool((out[:, 1] == 0).all())
+    torch.testing.assert_close(out[:, [0, 2, 3]], z[:, [0, 2, 3]] * gated.mu[[0, 2, 3]])
 
 
 def test_full_layer_grows_and_keeps_old_tasks():
@@ -264,15 +327,15 @@ def test_class_il_predicts_nearest_class_mean():
     spy = plugin.memory = SpyMemory(plugin.memory)
     for experience in bench.train_stream:
         strategy.train(experience)
-    assert len(spy.read) == 1  # the memory is empty after the first task, then read once
+    assert len(spy.read) == 2  # after each task, once the memory has taken that task's exemplars
     model = strategy.model
-    # class means from scratch: the last task's data and the exemplars stored before it
+    # class means from scratch: the last task's data and the memory as updated after it
     x, y, _ = materialize(bench.train_stream[1].dataset.eval())
-    xm, ym, _ = spy.read[0]
+    xm, ym, _ = spy.read[-1]
+    assert sorted(ym.tolist()) == sorted([0, 1, 2, 3] * 5)
     xa, ya = torch.cat([x, xm]), torch.cat([y, ym])
     fa = class_features(model, xa, 256)
     means = torch.stack([fa[ya == c].mean(0) for c in range(4)])
-    assert set(ym.tolist()) == {0, 1}
     torch.testing.assert_close(torch.stack([plugin.class_means[c] for c in range(4)]), means)
 
     captured = []
@@ -289,6 +352,98 @@ def test_class_il_predicts_nearest_class_mean():
     accuracy.accuracy.clear()
     strategy.eval(bench.test_stream)
     assert min(accuracy.accuracy.values()) > 0.6
+
+
+def test_class_il_kept_means_compared_on_their_channels():
+    """ncm_means="kept": a class's mean is taken once, on the channels active after its task."""
+    from bench.strategy import materialize
+
+    bench = benchmark(task_il=False, n_tasks=2)
+    params = {"rate": 0.25, "gate_lr": 0.05, "sigma_init": 0.3, "ncm_means": "kept"}
+    strategy, plugin, accuracy = strategy_for(MLP, False, params, memory=0)
+    strategy.train(bench.train_stream[0])
+    model = strategy.model
+    x, y, _ = materialize(bench.train_stream[0].dataset.eval())
+    f = class_features(model, x, 256)
+    first = {c: f[y == c].mean(0) for c in (0, 1)}
+    mask0 = model.features.layers[-1].frozen.clone()
+    for c in (0, 1):
+        torch.testing.assert_close(plugin.class_means[c], first[c])
+        assert torch.equal(plugin.class_masks[c], mask0)
+    strategy.train(bench.train_stream[1])
+    width = model.features.out_features
+    mask1 = model.features.layers[-1].frozen
+    assert int(mask1.sum()) > int(mask0.sum())  # task 2 took channels of its own
+    for c in (0, 1):  # kept as they were (zero on channels added since)
+        assert torch.equal(plugin.class_means[c][: len(first[c])], first[c])
+        assert torch.equal(plugin.class_masks[c][: len(mask0)], mask0)
+        assert not bool(plugin.class_masks[c][len(mask0):].any())
+    assert torch.equal(plugin.class_masks[2], mask1)
+    # scores: mean squared distance over each class's channels
+    feats = torch.randn(5, width)
+    scores = plugin.ncm_scores(feats)
+    for c in range(4):
+        m = plugin.class_masks[c]
+        expected = -((feats[:, m] - plugin.class_means[c][m]) ** 2).mean(1)
+        torch.testing.assert_close(scores[:, c], expected)
+    strategy.eval(bench.test_stream)
+    assert min(accuracy.accuracy.values()) > 0.6
+
+
+def test_class_il_output_layer_trains():
+    bench = benchmark(task_il=False, n_tasks=2)
+    strategy, plugin, _ = strategy_for(MLP, False, {"rate": 0.25, "gate_lr": 0.05, "sigma_init": 0.3}, memory=20)
+    strategy.train(bench.train_stream[0])
+    head = strategy.model.head.weight.detach().clone()
+    strategy.train(bench.train_stream[1])
+    after = strategy.model.head.weight.detach()
+    assert not torch.equal(after[:2, : head.shape[1]], head[:2])  # old classes' rows keep learning
+    assert after[2:].abs().sum() > 0
+
+
+def test_reinitialised_channels_start_with_fresh_optimizer_state():
+    from avalanche.core import SupervisedPlugin
+
+    bench = benchmark(task_il=True, n_tasks=2, per_class=32)
+    strategy, plugin, _ = strategy_for(MLP, True, {"rate": 0.25, "gate_lr": 0.05, "sigma_init": 0.3}, ADAM)
+    strategy.train(bench.train_stream[0])
+    weight = strategy.model.features.layers[0].layer.weight
+    assert bool(strategy.optimizer.state[weight]["exp_avg"].abs().sum() > 0)
+    free = ~strategy.model.features.layers[0].frozen
+    seen = []
+
+    class FirstStep(SupervisedPlugin):
+        def before_update(self, strategy, **kwargs):
+            if not seen:  # the first step of task 2, before Adam has touched anything
+                state = strategy.optimizer.state.get(strategy.model.features.layers[0].layer.weight, {})
+                seen.append(state.get("exp_avg", torch.zeros(1))[free].abs().sum().item()
+                            if "exp_avg" in state else 0.0)
+
+    strategy.plugins.append(FirstStep())
+    strategy.train(bench.train_stream[1])
+    assert seen == [0.0]
+
+
+def test_task_il_no_drift_while_the_last_layer_grows():
+    bench = benchmark(task_il=True)
+    # rate 0.4 of 16: 6 channels per task: the last layer grows when fewer than 6 are left
+    strategy, plugin, accuracy = strategy_for(MLP, True, {"rate": 0.4, "gate_lr": 0.05, "sigma_init": 0.3})
+    x1, _ = test_x(bench, 0)
+    strategy.train(bench.train_stream[0])
+    strategy.eval(bench.test_stream[:1])
+    acc1 = accuracy.accuracy[0]
+    feats1, out1 = outputs(strategy.model, x1, 0)
+    cols = strategy.model.features.layers[-1].frozen.clone()
+    for k in (1, 2):
+        strategy.train(bench.train_stream[k])
+        accuracy.accuracy.clear()
+        strategy.eval(bench.test_stream[: k + 1])
+        feats, out = outputs(strategy.model, x1, 0)
+        torch.testing.assert_close(feats[:, : len(cols)][:, cols], feats1[:, cols], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out, out1, rtol=1e-6, atol=1e-6)
+        assert accuracy.accuracy[0] == acc1
+    assert any(r["grown"][-1] > 0 for r in plugin.reports)  # checked after the growth, too
+    assert strategy.model.features.widths[-1] > 16
 
 
 def test_plugin_with_plain_naive():
@@ -311,8 +466,8 @@ def test_plugin_with_plain_naive():
     after = outputs(model, x1, 0)
     assert torch.equal(after[0][:, : len(cols)][:, cols], before[0][:, cols])
     torch.testing.assert_close(after[1], before[1], rtol=1e-6, atol=1e-6)  # exact unless a layer grew
-    assert len(plugin.reports) == 2 and set(plugin.task_report()) == {"active", "widths", "grown",
-                                                                     "params", "sparsity"}
+    assert len(plugin.reports) == 2 and set(plugin.task_report()) == {
+        "active", "widths", "grown", "capped", "params", "sparsity", "train_s"}
 
 
 def test_build_from_context_and_unsupported_backbones():

@@ -7,27 +7,44 @@ The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
   maps) while training; at test time the gate is the deterministic ``mu_c`` for
   channels with ``(mu_c / sigma_c)^2 >= threshold`` and 0 for the others.
   sigma is stored as ``log_sigma`` so it stays positive.
-* **Sparsity.** Loss = cross-entropy + gamma * sum_{l,c} log(1 + (mu/sigma)^2).
-  With ``target_active`` set, gamma is per channel and adapted every
-  ``adapt_every`` iterations (III (a)): sort |mu/sigma|, split at the target
-  kept fraction, then per channel x1.1 (should go, not yet gone), reset to
-  gamma_min and sigma to its initial value (should stay, already gone), x0.9
-  (should stay, still there), unchanged (should go, gone), clamped to
-  [gamma_min, gamma_max].
+* **Sparsity.** Loss = cross-entropy + sum_{l,c} gamma_c * log(1 + (mu/sigma)^2).
+  Without ``rate`` gamma is one global value. With ``rate`` (the protocols set it) each
+  task may newly activate ``round(rate * initial width)`` (at least 1) channels per layer,
+  and a per-channel gamma adapted during the task drives it there (III (a); the rules and
+  the constants, with where and why they depart from the reference's, are in
+  ``strategies/ib/gamma.py``: the reference's 1e-10 start, x1.1 every 10 steps, would not
+  reach a sparsifying gamma within a task). Where a task is too short for that (an
+  Omniglot alphabet has 7-26 steps per epoch), ``cap`` switches off the new channels
+  beyond the rate after the task, lowest |mu/sigma| first; the task report counts them.
 * **Freezing.** After a task, the channels with ratio^2 >= threshold are active
   for good: their incoming weights from active channels, their bias and gate
   are frozen bit-exactly (restored after every optimizer step, so momentum,
   weight decay and Adam cannot move them), their weights from inactive channels
   are set to 0 and kept 0. Inactive channels are re-initialised (weights, bias,
   gate) at the start of the next task and trained on it.
-* **Growth.** A hidden layer whose channels are all active after a task gets
-  ``grow`` new inactive channels; the next layer (or the heads) gets the matching
-  zero input weights.
+* **Growth.** With a rate: a layer grows only when fewer channels are free than the next
+  task may take (the reference's capacity upper bound), by what that task needs (or
+  ``grow`` when larger), so the parameter count follows the rate. Without one: a layer
+  whose channels are all active gets ``grow`` new channels (default 1/8 of its initial
+  width). Either way the next layer (or the heads) gets matching zero input weights, and
+  new tensors are made on the model's device.
 * **Heads.** Task-IL: one head per task reading only the channels active for its
   task (weights from later channels are 0); old heads are frozen. Class-IL: one
   trainable output layer used only for the training loss; prediction is by the
-  nearest class mean of the last hidden layer's features, recomputed after each
-  task from the task's data and the stored exemplars.
+  nearest class mean of the last hidden layer's features.
+* **What IB needs in Class-IL.** Freezing keeps each class's features fixed on the channels
+  active when it was learned, but channels switched on by later tasks change every class's
+  features on those channels, so the class means must either be recomputed from stored
+  data (``ncm_means = "exemplars"``, the default: the task's data and the replay memory as
+  updated after the task) or kept from when each class was learned and compared on the
+  channels active then only (``ncm_means = "kept"``, the reference's reading: needs no
+  memory; squared distance divided by the number of channels compared, so that classes
+  learned on fewer channels are not favoured). Held-out comparison: see README.
+* **Optimizer state.** Adam's moments are cleared at the start of every task after the
+  first: re-initialised channels start fresh; all other trained entries are frozen
+  anyway, except the Class-IL output layer, whose moments restart with each task too.
+* **Report.** Per task: active channels and width per layer, channels grown and capped,
+  parameters, the sparsity term and the task's training time (``train_s``).
 
 Choices and deviations from the reference (why):
 
@@ -38,15 +55,14 @@ Choices and deviations from the reference (why):
   ``frozen_noise=True`` restores noise on all channels.
 * Inactive channels are re-initialised at the *start* of the next task (not at
   the end of theirs), so evaluating right after a task sees the trained model.
-* ``target_active`` is the fraction of a layer's *free* channels (not frozen by
-  earlier tasks) that a task should activate, and the sort/split is done per
-  layer, not over the whole network: every layer then gets the requested
-  sparsity and later tasks never ask for more channels than are left.
+* The rate counts channels per layer relative to the layer's *initial* width, and the
+  sort/split is done per layer over the free channels only, not over the whole
+  network: every layer then gets the requested sparsity.
 * The gates have their own learning rate (``gate_lr``) and no weight decay: the
   ratio mu/sigma has to move by orders of magnitude within one task's few hundred
   steps, and weight decay on mu would act as an extra, unintended sparsity term.
-* Class-IL NCM: classes with neither data nor exemplars at hand keep their
-  previous mean (zero on channels added since); with the shared memory every
+* Class-IL NCM with exemplars: classes with neither data nor exemplars at hand keep
+  their previous mean (zero on channels added since); with the shared memory every
   seen class has exemplars, so all means are recomputed.
 * gamma's effect depends on the optimizer: under Adam the gates move at about
   ``gate_lr`` per step whatever the gradient's scale, so small gammas (1e-4) already
@@ -60,6 +76,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bench.settings import Setting, resolve_settings
+from strategies.ib.gamma import DEFAULTS as GAMMA
 
 if TYPE_CHECKING:
     from bench.models import BackboneSpec
@@ -69,7 +86,7 @@ MEMORY = "shared"
 
 # The protocol's [strategies.ib] section may set any of these.
 SETTINGS: dict[str, Setting] = {
-    "gamma": Setting(1e-4, low=0.0, help="global sparsity weight (used when target_active is not set)"),
+    "gamma": Setting(1e-4, low=0.0, help="global sparsity weight (used when rate is not set)"),
     "threshold": Setting(1.0, low=0.0, low_open=True, help="active when (mu/sigma)^2 >= threshold"),
     "mu_init": Setting(1.0, low=0.0, low_open=True),
     # the reference resets sigma to 0.01 (mu/sigma = 100): with a few hundred steps per task the
@@ -78,16 +95,27 @@ SETTINGS: dict[str, Setting] = {
     "gate_lr": Setting(0.01, kind=float, low=0.0, low_open=True, optional=True,
                        help="learning rate of mu and log_sigma; none: the optimizer's"),
     "grow": Setting(None, kind=int, low=1, optional=True,
-                    help="channels added to a full layer; none: 1/8 of its initial width"),
-    "target_active": Setting(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
-                             help="adaptive per-channel gamma when set (fraction of free channels)"),
-    "adapt_every": Setting(10, low=1),
-    "gamma_min": Setting(1e-10, low=0.0),
-    "gamma_max": Setting(1e-3, low=0.0),
-    "gamma_up": Setting(1.1, low=1.0),
-    "gamma_down": Setting(0.9, low=0.0, low_open=True, high=1.0),
+                    help="without a rate: channels added to a full layer (none: 1/8 of its initial width); "
+                         "with one: the least a layer grows by when it must"),
+    "rate": Setting(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
+                    help="channels a task may newly activate per layer, as a fraction of the layer's "
+                         "initial width (rounded, at least 1), reached by the adaptive per-channel gamma; "
+                         "none: the global gamma"),
+    "gamma_start": Setting(GAMMA["start"], low=0.0, low_open=True, help="adaptive gamma's value at a task's start"),
+    "gamma_up": Setting(GAMMA["up"], low=1.0, help="factor on channels that should go but are there"),
+    "gamma_down": Setting(GAMMA["down"], low=0.0, low_open=True, high=1.0,
+                          help="factor on channels that should stay and are there"),
+    "gamma_min": Setting(GAMMA["floor"], low=0.0, help="adaptive gamma's floor (and a revived channel's value)"),
+    "gamma_max": Setting(GAMMA["ceiling"], low=0.0, low_open=True, help="adaptive gamma's ceiling"),
+    "adapt_every": Setting(GAMMA["every"], low=1, help="optimizer steps between adaptations"),
+    "cap": Setting(True, help="with a rate: after a task, switch off the new channels beyond it (lowest "
+                              "mu/sigma first; counted as capped in the task report)"),
     "frozen_noise": Setting(False),
     "ncm": Setting(None, kind=bool, optional=True, help="nearest-class-mean prediction; none: in Class-IL only"),
+    "ncm_means": Setting("exemplars", choices=("exemplars", "kept"),
+                         help="Class-IL class means: recomputed from the task's data and the memory after "
+                              "each task, or kept from when each class was learned and compared on the "
+                              "channels active then"),
     "ncm_normalize": Setting(False, help="NCM on L2-normalised features (iCaRL's choice; not in the reference)"),
 }
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SETTINGS.items()}
@@ -114,10 +142,11 @@ def build_parts(spec: BackboneSpec, multi_head: bool, params: dict[str, Any]):
     s = settings(params)
     model = IBNet(spec, multi_head, threshold=s["threshold"], mu_init=s["mu_init"],
                   sigma_init=s["sigma_init"], frozen_noise=s["frozen_noise"])
-    plugin = IBPlugin(gamma=s["gamma"], grow=s["grow"], target_active=s["target_active"],
-                      adapt_every=s["adapt_every"], gamma_min=s["gamma_min"], gamma_max=s["gamma_max"],
-                      gamma_up=s["gamma_up"], gamma_down=s["gamma_down"], ncm=s["ncm"],
-                      gate_lr=s["gate_lr"], ncm_normalize=s["ncm_normalize"])
+    adaptive = {"start": s["gamma_start"], "up": s["gamma_up"], "down": s["gamma_down"],
+                "floor": s["gamma_min"], "ceiling": s["gamma_max"], "every": s["adapt_every"]}
+    plugin = IBPlugin(gamma=s["gamma"], grow=s["grow"], rate=s["rate"], adaptive=adaptive, cap=s["cap"],
+                      ncm=s["ncm"], ncm_means=s["ncm_means"], gate_lr=s["gate_lr"],
+                      ncm_normalize=s["ncm_normalize"])
     return model, plugin
 
 

@@ -103,15 +103,16 @@ class IBFeatures(nn.Module):
         gated = self.layers[index]
         old = gated.layer
         n_in = old.weight.shape[1] if gated.conv else old.in_features
-        fresh = make_layer(self.spec, index, in_features=n_in, width=gated.width + k)
+        device = old.weight.device
+        fresh = make_layer(self.spec, index, in_features=n_in, width=gated.width + k).to(device)
         with torch.no_grad():
             fresh.weight[: gated.width] = old.weight
             fresh.bias[: gated.width] = old.bias
         gated.layer = fresh
-        gated.mu = nn.Parameter(torch.cat([gated.mu.data, torch.full((k,), float(gated.mu_init))]))
+        gated.mu = nn.Parameter(torch.cat([gated.mu.data, torch.full((k,), float(gated.mu_init), device=device)]))
         gated.log_sigma = nn.Parameter(torch.cat([gated.log_sigma.data,
-                                                  torch.full((k,), math.log(gated.sigma_init))]))
-        gated.frozen = torch.cat([gated.frozen, torch.zeros(k, dtype=torch.bool)])
+                                                  torch.full((k,), math.log(gated.sigma_init), device=device)]))
+        gated.frozen = torch.cat([gated.frozen, torch.zeros(k, dtype=torch.bool, device=device)])
         if index + 1 < len(self.layers):
             nxt = self.layers[index + 1]
             if nxt.conv:

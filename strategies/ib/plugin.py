@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Optional
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from bench.models import make_layer
 from bench.strategy import materialize
+from strategies.ib.gamma import AdaptiveGamma
 from strategies.ib.network import IBFeatures, IBNet
 
 
@@ -23,29 +25,34 @@ class IBPlugin(SupervisedPlugin):
     """
 
     def __init__(self, gamma: float = 1e-4, grow: Optional[int] = None, gate_lr: Optional[float] = None,
-                 target_active: Optional[float] = None, adapt_every: int = 10,
-                 gamma_min: float = 1e-10, gamma_max: float = 1e-3, gamma_up: float = 1.1,
-                 gamma_down: float = 0.9, ncm: Optional[bool] = None, memory: Any = None,
+                 rate: Optional[float] = None, adaptive: Optional[dict[str, float]] = None, cap: bool = True,
+                 ncm: Optional[bool] = None, ncm_means: str = "exemplars", memory: Any = None,
                  ncm_normalize: bool = False):
         super().__init__()
-        self.gamma, self.grow_k, self.target_active = gamma, grow, target_active
-        self.adapt_every, self.gamma_min, self.gamma_max = adapt_every, gamma_min, gamma_max
-        self.gamma_up, self.gamma_down = gamma_up, gamma_down
-        self.ncm, self.memory = ncm, memory
+        self.gamma, self.grow_k, self.rate, self.cap = gamma, grow, rate, cap
+        self.adaptive = dict(adaptive or {})  # AdaptiveGamma's keyword arguments (start, up, ...)
+        self.ncm, self.ncm_means, self.memory = ncm, ncm_means, memory
         self.gate_lr = gate_lr
         self.ncm_normalize = ncm_normalize
         self.tasks_done = 0
-        self.iteration = 0
-        self.channel_gamma: list[torch.Tensor] = []  # adaptive mode only
+        self.adaptive_gamma: Optional[AdaptiveGamma] = None  # with a rate, one per task
         # (parameter, mask of frozen entries, their values): restored after every step
         self.frozen: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
         self.class_means: dict[int, torch.Tensor] = {}
+        # ncm_means == "kept": the last layer's channels (feature mask) each class's mean was taken on
+        self.class_masks: dict[int, torch.Tensor] = {}
         self.reports: list[dict[str, Any]] = []
         self.initial_widths: Optional[list[int]] = None
+        self._started = 0.0
+
+    def new_channels(self) -> list[int]:
+        """Channels a task may newly activate per layer: the rate times the initial width, at least 1."""
+        return [max(1, round(self.rate * w)) for w in self.initial_widths]
 
     # -- training ------------------------------------------------------------
 
     def before_training_exp(self, strategy, **kwargs):
+        self._started = time.perf_counter()
         model = strategy.model
         if not isinstance(model, IBNet):
             raise TypeError("IBPlugin needs the model to be strategies.ib.IBNet")
@@ -54,9 +61,13 @@ class IBPlugin(SupervisedPlugin):
             self.initial_widths = feats.widths
         if self.tasks_done > 0:
             self._reinit_free(feats)
-        self.channel_gamma = [torch.full((g.width,), self.gamma_min, device=g.mu.device)
-                              for g in feats.layers]
-        self.iteration = 0
+            # Re-initialised channels start without the moments of the previous task. Every other
+            # trained entry is frozen (restored after each step), so the only state this drops
+            # besides theirs is the Class-IL output layer's, whose classes change with the task.
+            strategy.optimizer.state.clear()
+        if self.rate is not None:
+            self.adaptive_gamma = AdaptiveGamma(feats.layers, self.new_channels(), threshold=feats.threshold,
+                                                **self.adaptive)
         self._snapshot(model)
         self._split_gates(strategy.optimizer, model)
 
@@ -71,19 +82,23 @@ class IBPlugin(SupervisedPlugin):
                 p.grad.masked_fill_(mask, 0.0)
 
     def after_update(self, strategy, **kwargs):
+        # torch's optimizers leave a parameter without a gradient untouched (old Task-IL heads
+        # are not in the current task's graph), so only the others need restoring: the cost
+        # per step does not grow with the number of tasks seen.
         with torch.no_grad():
             for p, mask, values in self.frozen:
-                p.copy_(torch.where(mask, values, p))
+                if p.grad is not None:
+                    p.copy_(torch.where(mask, values, p))
 
     def after_training_iteration(self, strategy, **kwargs):
-        self.iteration += 1
-        if self.target_active is not None and self.iteration % self.adapt_every == 0:
-            self._adapt_gamma(strategy.model.features)
+        if self.adaptive_gamma is not None:
+            self.adaptive_gamma.step()
 
     def after_training_exp(self, strategy, **kwargs):
         model = strategy.model
         self._merge_gates(strategy.optimizer)
         feats = model.features
+        capped = self._cap(feats) if self.rate is not None and self.cap else [0] * len(feats.layers)
         active = feats.active()
         with torch.no_grad():
             for i, gated in enumerate(feats.layers):
@@ -97,53 +112,64 @@ class IBPlugin(SupervisedPlugin):
                 for t in strategy.experience.task_labels:
                     model.heads[str(t)].weight[:, cols] = 0.0
                     model.frozen_heads.add(str(t))
-        with torch.no_grad():
             sparsity = float(sum(g.information().sum() for g in feats.layers))
-        grown = [0] * len(feats.layers)
-        for i, gated in enumerate(feats.layers):
-            if bool(gated.frozen.all()):
-                grown[i] = self.grow_k or max(1, self.initial_widths[i] // 8)
-                model.grow(i, grown[i])
+        grown = self._grow(model)
         self.tasks_done += 1
-        if self.ncm if self.ncm is not None else not model.multi_head:
-            self._update_class_means(strategy)
         self.reports.append({
             "active": [int(a.sum()) for a in active],
             "widths": [int(a.numel()) for a in active],
             "grown": grown,
+            "capped": capped,
             "params": sum(p.numel() for p in model.parameters()),
             "sparsity": round(sparsity, 4),
+            "train_s": round(time.perf_counter() - self._started, 3),
         })
 
-    def sparsity_loss(self, model) -> torch.Tensor:
-        """gamma * sum of log(1 + (mu/sigma)^2), global or per channel."""
-        terms = [g.information() for g in model.features.layers]
-        if self.target_active is None:
-            return self.gamma * sum(t.sum() for t in terms)
-        return sum((gam * t).sum() for gam, t in zip(self.channel_gamma, terms))
+    def after_training(self, strategy, **kwargs):
+        # After every plugin's after_training_exp: the replay memory has taken this task's exemplars.
+        model = strategy.model
+        if self.reports and (self.ncm if self.ncm is not None else not model.multi_head):
+            self._update_class_means(strategy)
 
-    def _adapt_gamma(self, feats: IBFeatures) -> None:
+    def sparsity_loss(self, model) -> torch.Tensor:
+        """gamma * sum of log(1 + (mu/sigma)^2); per channel and adapted when a rate is set."""
+        if self.adaptive_gamma is not None:
+            return self.adaptive_gamma.penalty()
+        return self.gamma * sum(g.information().sum() for g in model.features.layers)
+
+    def _cap(self, feats: IBFeatures) -> list[int]:
+        """Switch off the free channels beyond the rate, lowest |mu/sigma| first; how many, per layer.
+
+        For tasks too short for the adaptive gamma to converge; the switched-off channels get a
+        gate of exactly 0 (mu = 0), as any inactive channel at test time."""
+        capped = []
         with torch.no_grad():
-            for gated, gam in zip(feats.layers, self.channel_gamma):
-                free = ~gated.frozen
-                n_free = int(free.sum())
-                if n_free == 0:
-                    continue
-                ratio = (gated.mu / gated.log_sigma.exp()).abs()
-                n_keep = int(round(self.target_active * n_free))
-                order = torch.argsort(torch.where(free, ratio, torch.full_like(ratio, -1.0)),
-                                      descending=True)
-                should_stay = torch.zeros_like(free)
-                should_stay[order[:n_keep]] = True
-                there = ratio ** 2 >= feats.threshold
-                up = free & ~should_stay & there
-                revive = free & should_stay & ~there
-                down = free & should_stay & there
-                gam[up] *= self.gamma_up
-                gam[down] *= self.gamma_down
-                gam[revive] = self.gamma_min
-                gated.log_sigma[revive] = math.log(gated.sigma_init)
-                gam.clamp_(self.gamma_min, self.gamma_max)
+            for gated, keep in zip(feats.layers, self.new_channels()):
+                new = (gated.ratio2() >= feats.threshold) & ~gated.frozen
+                extra = int(new.sum()) - keep
+                if extra > 0:
+                    ratio = torch.where(new, gated.ratio2(), torch.full_like(gated.mu, math.inf))
+                    gated.mu[torch.argsort(ratio)[:extra]] = 0.0
+                capped.append(max(0, extra))
+        return capped
+
+    def _grow(self, model: IBNet) -> list[int]:
+        """Add channels where fewer are free than the next task may take (the capacity upper bound).
+
+        With a rate: by what the next task needs (or `grow` when set and larger). Without one: a
+        full layer grows by `grow` (default 1/8 of its initial width)."""
+        grown = []
+        for i, gated in enumerate(model.features.layers):
+            free = int((~gated.frozen).sum())
+            if self.rate is not None:
+                need = self.new_channels()[i] - free
+                k = max(need, self.grow_k or 0) if need > 0 else 0
+            else:
+                k = (self.grow_k or max(1, self.initial_widths[i] // 8)) if free == 0 else 0
+            if k:
+                model.grow(i, k)
+            grown.append(k)
+        return grown
 
     def _reinit_free(self, feats: IBFeatures) -> None:
         """Fresh weights, bias and gate for every channel not frozen by earlier tasks."""
@@ -214,31 +240,54 @@ class IBPlugin(SupervisedPlugin):
         return memory.tensors()
 
     def _update_class_means(self, strategy) -> None:
+        """Class means of the last hidden layer's features, after a task.
+
+        "exemplars": every class with data or exemplars at hand, recomputed on all channels.
+        "kept" (the reference's reading): the new classes' means from the task's data, each kept
+        with the channels active after its task and compared on those only from then on."""
         model = strategy.model
         x, y, _ = materialize(strategy.experience.dataset.eval())[:3]
-        stored = self._exemplars(strategy)
+        stored = self._exemplars(strategy) if self.ncm_means == "exemplars" else None
         if stored is not None:
             x, y = torch.cat([x, stored[0]]), torch.cat([y, stored[1]])
         feats = self._ncm_space(class_features(model, x, strategy.eval_mb_size, strategy.device))
         width = feats.shape[1]
-        for c, mean in list(self.class_means.items()):  # channels added since: 0
+        for c, mean in list(self.class_means.items()):  # channels added since: 0, not compared
             if mean.numel() < width:
                 self.class_means[c] = torch.cat([mean, mean.new_zeros(width - mean.numel())])
+                if c in self.class_masks:
+                    mask = self.class_masks[c]
+                    self.class_masks[c] = torch.cat([mask, mask.new_zeros(width - mask.numel())])
+        features = model.features
+        active = features.input_mask(len(features.layers), features.layers[-1].frozen)
         for c in y.unique().tolist():
-            mean = feats[y == c].mean(0)
-            self.class_means[int(c)] = self._ncm_space(mean[None])[0]
+            self.class_means[int(c)] = self._ncm_space(feats[y == c].mean(0)[None])[0]
+            if self.ncm_means == "kept":
+                self.class_masks[int(c)] = active.to(feats.device).clone()
 
     def _ncm_space(self, features: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(features, dim=1) if self.ncm_normalize else features
 
     def ncm_scores(self, features: torch.Tensor) -> torch.Tensor:
-        """Negative distances to the class means; classes without a mean score below all others."""
+        """Negative distances to the class means; classes without a mean score below all others.
+
+        With kept means, the distance is the mean squared difference over the channels the class's
+        mean was taken on, so classes learned on fewer channels are not favoured."""
         n = max(self.class_means) + 1
         means = torch.zeros(n, features.shape[1], device=features.device)
         known = torch.zeros(n, dtype=torch.bool, device=features.device)
         for c, m in self.class_means.items():
             means[c], known[c] = m.to(features.device), True
-        scores = -torch.cdist(self._ncm_space(features), means)
+        features = self._ncm_space(features)
+        if self.ncm_means == "kept":
+            masks = torch.zeros_like(means)
+            for c, m in self.class_masks.items():
+                masks[c] = m.to(features.device).float()
+            # sum over masked channels of (f - m)^2, without a [batch, classes, channels] tensor
+            dist2 = (features ** 2) @ masks.T - 2 * features @ (masks * means).T + (masks * means ** 2).sum(1)
+            scores = -dist2 / masks.sum(1).clamp(min=1)
+        else:
+            scores = -torch.cdist(features, means)
         return torch.where(known, scores, scores.min() - 1.0)
 
     def after_eval_forward(self, strategy, **kwargs):
