@@ -121,6 +121,7 @@ def trial_points(space: dict[str, list], budget: int, seed: int) -> list[dict[st
 def cmd_tune(args, argv: list[str]) -> int:
     from bench import cli, registry
     from bench import config as cfg
+    from bench.records import identity
     from bench.runner import Cell, finished_ok, print_line, record_path, run_cells
 
     known = registry.strategies()
@@ -170,9 +171,10 @@ def cmd_tune(args, argv: list[str]) -> int:
                 if args.epochs is not None:  # the same epochs for every method, strategy sections too
                     config["epochs"] = args.epochs
                 config["hash"] = cfg.config_hash(config)
-                trial = Cell(config, record_path(plan_args.results, config))
+                trial = Cell(config, record_path(plan_args.results, config), code=cell.code)
                 cells.append(trial)
-                if finished_ok(trial.path, config["hash"]) and not args.force:
+                wanted = identity(config, cell.code, args.device, args.threads)
+                if finished_ok(trial.path, wanted) and not args.force:
                     done += 1
                 else:
                     todo.append(trial)
