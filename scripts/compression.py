@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import sys
 import time
 from dataclasses import replace
@@ -67,41 +66,11 @@ def global_penalty(net: GatedNet, gamma: float) -> Callable[[], torch.Tensor]:
 
 
 def adaptive_gamma(net: GatedNet, keep: list[int]):
-    """The per-channel gamma controller: `.penalty()` for the loss, `.step()` after each update.
+    """The per-channel gamma controller of the IB method (its default constants): `.penalty()`
+    for the loss, `.step()` after each optimizer step."""
+    from strategies.ib.gamma import AdaptiveGamma
 
-    Interim stand-in for strategies.ib.gamma.AdaptiveGamma (issue 7, being written
-    on branch issue-7); this function is the one place to point at it.
-    """
-    return _InterimAdaptiveGamma(list(net.features.layers), keep, net.features.threshold)
-
-
-class _InterimAdaptiveGamma:
-    """The reference's four rules (III (a)), with constants that converge within one epoch.
-
-    Start 1e-6 (not 1e-10) and update after every step (not every 10): from 1e-10 at
-    x1.1 per 10 steps, gamma needs ~1,700 steps to reach 1e-3, more than a CIFAR epoch.
-    """
-
-    def __init__(self, layers, keep: list[int], threshold: float, start: float = 1e-6,
-                 low: float = 1e-6, high: float = 1e-2, up: float = 1.1, down: float = 0.9):
-        self.layers, self.keep, self.threshold = layers, keep, threshold
-        self.low, self.high, self.up, self.down = low, high, up, down
-        self.gamma = [torch.full((g.width,), start, device=g.mu.device) for g in layers]
-
-    def penalty(self) -> torch.Tensor:
-        return sum((gam * g.information()).sum() for gam, g in zip(self.gamma, self.layers))
-
-    def step(self) -> None:
-        with torch.no_grad():
-            for gated, gam, k in zip(self.layers, self.gamma, self.keep):
-                stay = top_channels(gated, k)
-                there = gated.ratio2() >= self.threshold
-                gam[~stay & there] *= self.up
-                gam[stay & there] *= self.down
-                gone = stay & ~there
-                gam[gone] = self.low
-                gated.log_sigma[gone] = math.log(gated.sigma_init)
-                gam.clamp_(self.low, self.high)
+    return AdaptiveGamma(net.features.layers, keep, threshold=net.features.threshold)
 
 
 def top_channels(gated, k: int) -> torch.Tensor:
@@ -398,7 +367,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     base_acc, _ = score(reference, every, data.x_test, data.y_test, args.device)
     print(f"backbone {spec.name}: {args.epochs} epochs, {base_seconds:.0f} s, test accuracy {base_acc:.2%}")
 
-    rows = []
+    text = caption(args, spec, base_acc, base_seconds, full_params, data.official)
+    rows: list[dict] = []
     for mode, values in (("global", args.gammas), ("adaptive", args.presets)):
         for value in values:
             torch.manual_seed(args.seed)
@@ -407,8 +377,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{row['mode']:8s} {row['setting']:14s} kept {row['channels kept per layer']} "
                   f"({row['channels kept']:.2%} channels, {row['params kept']:.2%} params) "
                   f"acc {row['test acc']:.2%} {row['time (s)']:.0f} s", flush=True)
-    text = caption(args, spec, base_acc, base_seconds, full_params, data.official)
-    for path in write_outputs(rows, text, results, spec, base_acc):
+            # rewritten after every row, so an interrupted run keeps the rows it finished
+            paths = write_outputs(rows, text, results, spec, base_acc)
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
