@@ -268,6 +268,7 @@ def write_outputs(rows: list[dict], text: str, results: Path, spec: BackboneSpec
              atomic_write(results / "tables" / f"{stem}.csv", frame.to_csv(index=False))]
 
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -284,6 +285,9 @@ def write_outputs(rows: list[dict], text: str, results: Path, spec: BackboneSpec
                 ax.annotate(r["setting"].split()[1], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.axhline(100 * base_acc, color="grey", linestyle="--", linewidth=1, label="backbone, every channel")
         ax.set_xscale("log")
+        ticks = [1, 2, 5, 10, 20, 50, 100]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("channels kept (% of all hidden channels, log scale)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"CIFAR-10, {spec.name}: accuracy against kept fraction")
