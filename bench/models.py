@@ -68,6 +68,17 @@ BACKBONES: dict[str, BackboneSpec] = {
                               (Layer("conv", 32, pool=True), Layer("conv", 64, pool=True),
                                Layer("conv", 128, pool=True), Layer("linear", 256)),
                               mean=0.4734, std=0.2516),
+    # VGG-16 for 32x32 inputs (the reference's compression experiment, III (b)): 13 3x3 convs in
+    # five blocks and two hidden linear layers of 512 (the classifier is the third). No batch
+    # norm, as in every spec backbone. ~15 M parameters, ~0.3 GFLOP per image: for GPU runs.
+    "vgg16": BackboneSpec("vgg16", (3, 32, 32),
+                          (Layer("conv", 64), Layer("conv", 64, pool=True),
+                           Layer("conv", 128), Layer("conv", 128, pool=True),
+                           Layer("conv", 256), Layer("conv", 256), Layer("conv", 256, pool=True),
+                           Layer("conv", 512), Layer("conv", 512), Layer("conv", 512, pool=True),
+                           Layer("conv", 512), Layer("conv", 512), Layer("conv", 512, pool=True),
+                           Layer("linear", 512), Layer("linear", 512)),
+                          mean=0.4734, std=0.2516),
     # Omniglot characters resized to 28x28 (white strokes on black after inversion).
     "convnet28": BackboneSpec("convnet28", (1, 28, 28),
                               (Layer("conv", 32, pool=True), Layer("conv", 64, pool=True),
