@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
     run.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     run.add_argument("--no-download", action="store_true", help="never try to download missing data")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="local: a process pool on this machine (default); dask: Dask workers, an embedded "
+                          "cluster of --jobs workers on 127.0.0.1 unless --scheduler is given")
+    run.add_argument("--scheduler", default=None,
+                     help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786 "
+                          "(default: $BENCH_DASK_SCHEDULER; with --executor dask)")
+    run.add_argument("--cells-per-gpu", type=_count(1), default=1,
+                     help="with --executor dask and --device cuda, each cell asks for 1/K of a GPU resource")
 
     for name, text in (("table", "rebuild the tables from stored records"),
                        ("plot", "draw accuracy curves and accuracy-matrix heatmaps from stored records")):
@@ -198,6 +206,8 @@ def _check_shape(data, dataset: str, root: str) -> None:
 def cmd_run(args, argv: list[str]) -> int:
     from bench.runner import print_line, run_cells
 
+    if args.executor == "local" and args.scheduler:
+        raise UsageError("--scheduler needs --executor dask")
     planned, skipped = plan(args)
     for name, reason in skipped:
         print_line(f"skip {name}: {reason}")
@@ -219,8 +229,11 @@ def cmd_run(args, argv: list[str]) -> int:
             print_line(f"[{n}/{total}] {cell.label}: FAILED: {record['error']} ({cell.path})")
 
     command = "python -m bench " + shlex.join(argv)
-    outcome = run_cells(todo, args.data_root, jobs=args.jobs, device=args.device,
-                        command=command, on_done=on_done, threads=args.threads)
+    if args.executor == "dask":
+        outcome = _run_dask(todo, args, command, on_done)
+    else:
+        outcome = run_cells(todo, args.data_root, jobs=args.jobs, device=args.device,
+                            command=command, on_done=on_done, threads=args.threads)
     print_line(f"finished: {len(outcome.ok)} ok, {len(outcome.failed)} failed, {len(done)} already done, "
                f"{len(skipped)} skipped, {len(outcome.not_run)} not run")
     if outcome.interrupted:
@@ -230,6 +243,18 @@ def cmd_run(args, argv: list[str]) -> int:
         return EXIT_INTERRUPTED
     _write_tables(args.results, show=(args.dataset, args.scenario))
     return EXIT_FAILED if outcome.failed else 0
+
+
+def _run_dask(todo, args, command: str, on_done):
+    from bench import dask_executor
+
+    try:
+        return dask_executor.run_cells(todo, args.data_root, jobs=args.jobs, device=args.device, command=command,
+                                       on_done=on_done, threads=args.threads,
+                                       scheduler=args.scheduler or os.environ.get("BENCH_DASK_SCHEDULER") or None,
+                                       cells_per_gpu=args.cells_per_gpu)
+    except dask_executor.SchedulerUnreachable as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _write_tables(results: Path, show: tuple[str, str] | None = None) -> None:
