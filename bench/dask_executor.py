@@ -116,12 +116,14 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
     outcome = Outcome([], [], [])
     if not cells:
         return outcome
+    options = task_options(device, cells_per_gpu, resource)
+    if not scheduler and worker_resources is None:
+        worker_resources = options.get("resources")  # the embedded workers offer what the cells ask for
     start = time.monotonic()
     client = connect(scheduler, jobs, worker_resources)
     where = scheduler or f"an embedded LocalCluster of {jobs} workers on {HOST}"
     print_line(f"dask: {len(client.scheduler_info()['workers'])} workers at {where}, "
                f"ready in {time.monotonic() - start:.1f} s")
-    options = task_options(device, cells_per_gpu, resource)
     futures: dict[Any, Cell] = {}
     bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress, file=sys.stderr)
     previous_int = signal.getsignal(signal.SIGINT)
