@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log", default=None, metavar="NAMES",
                      help="Avalanche loggers for the cells this run trains, any of tensorboard,csv,wandb,text "
                           "(comma-separated; W&B offline unless configured); written to <results>/logs/<record>/")
+    add_executor_arguments(run)
 
     from bench.tune import add_parser
 
-    add_parser(sub, _count, _fraction, DATASETS, SCENARIOS)
+    add_executor_arguments(add_parser(sub, _count, _fraction, DATASETS, SCENARIOS))
 
     for name, text in (("table", "rebuild the tables from stored records"),
                        ("plot", "draw accuracy and learning curves and accuracy-matrix heatmaps from stored records")):
@@ -294,12 +295,15 @@ def check_log_executor(log: tuple[str, ...], executor: str, shared_results: bool
 
 def cmd_run(args, argv: list[str]) -> int:
     from bench import loggers
-    from bench.runner import print_line, run_cells
+    from bench.runner import print_line
 
     try:
         log = loggers.parse(args.log)
     except loggers.LogError as exc:
         raise UsageError(str(exc)) from None
+    scheduler = check_executor(args)
+    # an embedded cluster's workers run on this machine and write the logs where this process can see them
+    check_log_executor(log, args.executor, shared_results=scheduler is None)
     planned, skipped = plan(args)
     for name, reason in skipped:
         print_line(f"skip {name}: {reason}")
@@ -330,9 +334,7 @@ def cmd_run(args, argv: list[str]) -> int:
         print_line(f"[{next(counter)}/{total}] {cell.label}: skipped, {why}")
 
     command = "python -m bench " + shlex.join(argv)
-    outcome = run_cells(todo, args.data_root, jobs=args.jobs, device=check_device(args.device),
-                        command=command, on_done=on_done, threads=args.threads, force=args.force,
-                        on_skip=on_skip)
+    outcome = execute(todo, args, command, on_done=on_done, on_skip=on_skip)
     print_line(f"finished: {len(outcome.ok)} ok, {len(outcome.failed)} failed, "
                f"{len(done) + len(outcome.done_elsewhere)} already done, "
                f"{len(skipped)} skipped, {len(outcome.not_run)} not run, {len(outcome.elsewhere)} running elsewhere")
@@ -351,6 +353,45 @@ def cmd_run(args, argv: list[str]) -> int:
                    f"the records are stored, rebuild with: python -m bench table --results {args.results}")
         return EXIT_FAILED
     return EXIT_FAILED if outcome.failed else 0
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """--executor, --scheduler, --cells-per-gpu: where the cells of `run` and `tune` are trained."""
+    parser.add_argument("--executor", choices=("local", "dask"), default="local",
+                        help="local: a process pool on this machine (default); dask: Dask workers, an embedded "
+                             "cluster of --jobs workers on 127.0.0.1 unless --scheduler is given")
+    parser.add_argument("--scheduler", default=None,
+                        help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786 "
+                             "(default: $BENCH_DASK_SCHEDULER; with --executor dask)")
+    parser.add_argument("--cells-per-gpu", type=_count(1), default=1,
+                        help="with --executor dask and --device cuda, each cell asks for 1/K of a GPU resource")
+
+
+def check_executor(args) -> str | None:
+    """The Dask scheduler address to use (None: an embedded cluster, or the local pool); exit 2 on a bad mix."""
+    if args.executor == "local":
+        if args.scheduler:
+            raise UsageError("--scheduler needs --executor dask")
+        return None
+    return args.scheduler or os.environ.get("BENCH_DASK_SCHEDULER") or None
+
+
+def execute(todo: list, args, command: str, on_done=None, on_skip=None):
+    """Train the cells with the chosen executor; both claim cells and store records the same way."""
+    from bench.runner import run_cells
+
+    device = check_device(args.device)
+    if args.executor == "local":
+        return run_cells(todo, args.data_root, jobs=args.jobs, device=device, command=command, on_done=on_done,
+                         threads=args.threads, force=args.force, on_skip=on_skip)
+    from bench import dask_executor
+
+    try:
+        return dask_executor.run_cells(todo, args.data_root, jobs=args.jobs, device=device, command=command,
+                                       on_done=on_done, threads=args.threads, force=args.force, on_skip=on_skip,
+                                       scheduler=check_executor(args), cells_per_gpu=args.cells_per_gpu)
+    except dask_executor.SchedulerUnreachable as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _write_tables(results: Path, show: tuple[str, str] | None = None) -> None:

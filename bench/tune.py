@@ -122,7 +122,7 @@ def cmd_tune(args, argv: list[str]) -> int:
     from bench import cli, registry
     from bench import config as cfg
     from bench.records import identity
-    from bench.runner import Cell, finished_ok, print_line, record_path, run_cells
+    from bench.runner import Cell, finished_ok, print_line, record_path
 
     known = registry.strategies()
     try:
@@ -180,9 +180,9 @@ def cmd_tune(args, argv: list[str]) -> int:
                     todo.append(trial)
             trials[name].append((point, cells))
     print_line(f"{len(todo)} trial(s) to run, {done} already done")
-    outcome = run_cells(todo, args.data_root, jobs=args.jobs, device=args.device,
-                        command="python -m bench " + shlex.join(argv), threads=args.threads,
-                        on_done=lambda cell, rec: print_line(f"  trial {_describe(cell.config)}: {_score_text(rec)}"))
+    cli.check_executor(args)
+    outcome = cli.execute(todo, args, "python -m bench " + shlex.join(argv),
+                          on_done=lambda cell, rec: print_line(f"  trial {_describe(cell.config)}: {_score_text(rec)}"))
     if outcome.interrupted:
         print_line("interrupted: run the same command again to finish the remaining trials")
         return cli.EXIT_INTERRUPTED

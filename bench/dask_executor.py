@@ -1,0 +1,198 @@
+"""Runs cells on a Dask cluster: an embedded `LocalCluster` on 127.0.0.1, or a running scheduler.
+
+Imported only for `--executor dask`, so that the local pool needs neither dask
+nor distributed.
+
+- A worker only trains: it runs `bench.cell.run_cell` and returns the record
+  (ok, or failed with the exception) to this process. This process claims each
+  cell before sending it and stores what comes back, exactly as the local pool
+  does (`bench.runner.claim_cell`, `store_result`, `release_cell`), so claims,
+  resume and "a failed attempt never replaces an ok record" hold unchanged.
+  Workers need the data root, not the results folder.
+- Every worker process has one thread and runs one cell at a time; the cell sets
+  its own torch thread count (`threads`), as in the local pool.
+- A worker that dies mid-cell (killed, out of memory) is Dask's business: the
+  scheduler runs the cell again on another worker until it has lost
+  `allowed-failures` + 1 workers on it, then reports `KilledWorker`, which is
+  recorded as a failed cell. The embedded cluster allows `ALLOWED_FAILURES`; a
+  scheduler started by hand uses its own setting
+  (`DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES`).
+- Ctrl-C or SIGTERM cancels the pending and running cells and ignores their
+  results; records already written stay.
+- `--device cuda` makes each cell ask for 1/K of a `GPU` resource
+  (`--cells-per-gpu K`): start K worker processes per GPU, each offering
+  `GPU=1/K`, so that K cells share a GPU as separate processes.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import dask
+from distributed import Client, LocalCluster, as_completed, get_worker
+from tqdm import tqdm
+
+from bench.records import identity
+from bench.runner import CLAIMED, HELD, Cell, Interrupted, Outcome, _count, _counted, _raise_interrupt, \
+    _strategy_module, claim_cell, failed_record, print_line, release_cell, store_result
+
+ALLOWED_FAILURES = 1  # the embedded cluster runs a cell on at most 2 workers that die under it
+CONNECT_TIMEOUT_S = 10
+GPU_RESOURCE = "GPU"
+HOST = "127.0.0.1"
+
+
+class SchedulerUnreachable(Exception):
+    """The scheduler address given cannot be reached; nothing has been sent."""
+
+
+def _provenance(config: dict[str, Any]) -> dict[str, Any]:
+    from bench.provenance import provenance
+
+    return provenance(_strategy_module(config["strategy"]))
+
+
+def train_on_worker(config: dict[str, Any], data_root: str, threads: int, device: str,
+                    log: tuple[str, ...] = (), log_dir: Path | None = None) -> dict[str, Any]:
+    """Runs on a Dask worker: the cell's record, ok or failed. Never raises for a cell's own failure."""
+    from bench.cell import run_cell
+
+    start = time.time()
+    try:
+        record = run_cell(config, data_root, threads=threads, progress=False, device=device, log=log,
+                          log_dir=log_dir)
+    except Exception as exc:  # noqa: BLE001 - a failing cell is a result, not a task error to retry
+        record = failed_record(Cell(config, Path()), f"{type(exc).__name__}: {exc}",
+                               {"traceback": traceback.format_exc(), "time_s": round(time.time() - start, 2),
+                                "device": device, "threads": threads, **_provenance(config)})
+    record["dask_worker"] = get_worker().address
+    return record
+
+
+def _warm_up() -> None:
+    """Import torch and Avalanche in a worker before the clock of the first cell starts."""
+    import bench.cell  # noqa: F401
+
+
+def task_options(device: str, cells_per_gpu: int = 1, resource: str | None = None) -> dict[str, Any]:
+    """What `Client.submit` gets for each cell: a share of a GPU resource when the cell needs one.
+
+    `resource` names the resource (default `GPU` for a CUDA device, none otherwise);
+    tests pass a made-up name on CPU workers."""
+    name = resource or (GPU_RESOURCE if device.startswith("cuda") else None)
+    return {"resources": {name: 1 / cells_per_gpu}} if name else {}
+
+
+def connect(scheduler: str | None, jobs: int, worker_resources: dict[str, float] | None = None) -> Client:
+    """A client of the scheduler at `scheduler`, or of a new embedded cluster of `jobs` one-thread workers."""
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    else:
+        with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+            # memory_limit=0: no per-worker cap, the system decides, as with the local pool
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, host=HOST,
+                                   dashboard_address=None, memory_limit=0, resources=worker_resources)
+        client = Client(cluster, set_as_default=False)
+    try:
+        client.run(_warm_up)
+    except BaseException:
+        close(client)
+        raise
+    return client
+
+
+def close(client: Client) -> None:
+    """Disconnect; shut the embedded cluster down (a scheduler started by hand keeps running)."""
+    cluster = client.cluster
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "cpu", command: str = "",
+              progress: bool = True, on_done: Callable[[Cell, dict], None] | None = None, threads: int = 1,
+              force: bool = False, on_skip: Callable[[Cell, str], None] | None = None,
+              scheduler: str | None = None, cells_per_gpu: int = 1, resource: str | None = None,
+              worker_resources: dict[str, float] | None = None) -> Outcome:
+    """Run the cells on Dask; same contract as `bench.runner.run_cells`.
+
+    Raises SchedulerUnreachable before sending anything when `scheduler` cannot be reached.
+    """
+    from bench.loggers import log_folder
+
+    outcome = Outcome([], [], [])
+    if not cells:
+        return outcome
+    options = task_options(device, cells_per_gpu, resource)
+    if not scheduler and worker_resources is None:
+        worker_resources = options.get("resources")  # the embedded workers offer what the cells ask for
+    start = time.monotonic()
+    client = connect(scheduler, jobs, worker_resources)
+    where = scheduler or f"an embedded LocalCluster of {jobs} workers on {HOST}"
+    print_line(f"dask: {len(client.scheduler_info()['workers'])} workers at {where}, "
+               f"ready in {time.monotonic() - start:.1f} s")
+    futures: dict[Any, Cell] = {}
+    stamp = {"command": command, "data_root": data_root}
+    wanted = {id(c): identity(c.config, c.code, device, threads) for c in cells}
+    bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress, file=sys.stderr)
+    previous_int = signal.getsignal(signal.SIGINT)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        for cell in cells:
+            cell.run_id = uuid.uuid4().hex
+            state, why = claim_cell(cell, wanted[id(cell)], force)
+            if state != CLAIMED:
+                (outcome.elsewhere if state == HELD else outcome.done_elsewhere).append(cell)
+                if on_skip:
+                    on_skip(cell, f"running elsewhere ({why})" if state == HELD else "done by another run")
+                bar.update(1)
+                continue
+            log_dir = log_folder(cell.path) if cell.log else None
+            future = client.submit(train_on_worker, cell.config, data_root, threads, device, cell.log, log_dir,
+                                   key=f"cell-{cell.config['hash']}-{cell.run_id}", pure=False, **options)
+            futures[future] = cell
+        for future in as_completed(list(futures), loop=client.loop):
+            cell = futures.pop(future)
+            try:
+                standing = store_result(cell, _result(future, cell), wanted[id(cell)], stamp)
+            finally:
+                release_cell(cell)
+            with tqdm.external_write_mode(file=sys.stderr):
+                _count(cell, standing, outcome, on_done)
+            bar.update(1)
+    except (KeyboardInterrupt, Interrupted):
+        outcome.interrupted = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        client.cancel(list(futures), force=True)
+        skipped = {id(c) for c in (*outcome.elsewhere, *outcome.done_elsewhere)}
+        outcome.not_run = [cell for cell in cells if not _counted(cell, outcome) and id(cell) not in skipped]
+    finally:
+        bar.close()
+        for cell in cells:  # claims of cells that never came back
+            release_cell(cell)
+        try:
+            close(client)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+    return outcome
+
+
+def _result(future, cell: Cell) -> dict[str, Any]:
+    """The worker's record, or a failed one when Dask gave up on the cell (its workers died)."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - KilledWorker and anything else Dask reports
+        reason = f"{type(exc).__name__}: {exc}"
+        if type(exc).__name__ == "KilledWorker":
+            reason += " (out of memory, or killed)"
+        return failed_record(cell, reason, _provenance(cell.config))

@@ -1,0 +1,218 @@
+"""The Dask executor: same records as the local pool, faults handled by Dask, nothing but 127.0.0.1.
+
+A scheduler and workers started here as `dask scheduler` / `dask worker`
+processes, the embedded LocalCluster, and a cluster whose workers this test
+kills while they train. Cells train on the tiny fake MNIST for one epoch.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import FAST, REPO_ROOT, leftovers, records
+
+from bench import cli
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+from bench import dask_executor  # noqa: E402  (needs distributed)
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the official:UserWarning",
+                                        "ignore::DeprecationWarning", "ignore::ResourceWarning")
+
+# What records of the same cell must agree on, whichever executor ran it.
+SAME = ("status", "config", "acc_matrix", "metrics", "params", "extra_state_bytes", "data_checksums",
+        "data_official", "device", "threads", "versions", "git_commit", "data_root")
+
+
+def run_args(data_root: Path, results: Path, *extra: str, strategies: str = "naive,ewc") -> list[str]:
+    return ["run", "--scenario", "class-il", "--data-root", str(data_root), "--results", str(results),
+            "--strategies", strategies, *FAST, *extra]
+
+
+def children() -> set[int]:
+    """Processes this one started, less multiprocessing's resource tracker (it lives as long as we do)."""
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(p.cmdline()):
+                out.add(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def assert_same_records(ours: Path, reference: Path) -> None:
+    ref, got = records(reference), records(ours)
+    assert sorted(got) == sorted(ref) and len(ref) == 2
+    for name in ref:
+        assert ref[name]["status"] == "ok"
+        for key in SAME:
+            assert got[name][key] == ref[name][key], (name, key)
+    assert leftovers(ours) == []
+
+
+@pytest.fixture(scope="module")
+def local_results(mnist_root, tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("local")
+    assert cli.main(run_args(mnist_root, results, "--jobs", "2")) == 0
+    return results
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def hand_started(tmp_path_factory, bench_cache):
+    """`dask scheduler` and three `dask worker` processes on 127.0.0.1: two offer a fake GPU resource
+    (K=2 processes sharing one device), one offers none. Stopped, and checked gone, at the end."""
+    folder = tmp_path_factory.mktemp("dask")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "BENCH_CACHE_DIR": str(bench_cache),
+           "PYTHONWARNINGS": "ignore"}
+    address = f"tcp://127.0.0.1:{free_port()}"
+    common = dict(cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  start_new_session=True)
+    cli_dask = [sys.executable, "-m", "dask"]
+    worker = [*cli_dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
+              "--memory-limit", "0"]
+    procs = [subprocess.Popen([*cli_dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                               "--no-dashboard"], **common)]
+    try:
+        procs.append(subprocess.Popen([*worker, "--nworkers", "2", "--resources", "FAKEGPU=0.5"], **common))
+        procs.append(subprocess.Popen([*worker, "--nworkers", "1"], **common))
+        with distributed.Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(3, timeout=120)
+            gpu = {a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+                   if w["resources"].get("FAKEGPU")}
+        yield address, gpu
+    finally:
+        for proc in procs[::-1]:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert not any(psutil.pid_exists(p.pid) for p in procs)
+
+
+def test_hand_started_scheduler_gives_the_local_records(hand_started, local_results, mnist_root, tmp_path, capsys):
+    address, _ = hand_started
+    results = tmp_path / "dask"
+    assert cli.main(run_args(mnist_root, results, "--executor", "dask", "--scheduler", address)) == 0
+    assert_same_records(results, local_results)
+    err = capsys.readouterr().err
+    assert f"dask: 3 workers at {address}" in err and "finished: 2 ok, 0 failed" in err
+    assert all(r["dask_worker"].startswith("tcp://127.0.0.1:") for r in records(results).values())
+    # Done cells are never sent again.
+    assert cli.main(run_args(mnist_root, results, "--executor", "dask", "--scheduler", address)) == 0
+    assert "finished: 0 ok, 0 failed, 2 already done" in capsys.readouterr().err
+
+
+def test_embedded_cluster_gives_the_local_records_and_leaves_no_process(local_results, mnist_root, tmp_path,
+                                                                        capsys):
+    before = children()
+    results = tmp_path / "embedded"
+    assert cli.main(run_args(mnist_root, results, "--executor", "dask", "--jobs", "2")) == 0
+    assert_same_records(results, local_results)
+    assert "2 workers at an embedded LocalCluster of 2 workers on 127.0.0.1" in capsys.readouterr().err
+    time.sleep(1)
+    assert children() - before == set()
+
+
+def test_cells_that_need_a_gpu_go_to_workers_that_offer_one(hand_started, mnist_root, tmp_path):
+    address, gpu_workers = hand_started
+    args = cli.build_parser().parse_args(run_args(mnist_root, tmp_path, "--seeds", "4", strategies="naive"))
+    cells = [cell for cell, _ in cli.plan(args)[0]]
+    assert dask_executor.task_options("cuda", 2) == {"resources": {"GPU": 0.5}}
+    assert dask_executor.task_options("cpu") == {}
+    outcome = dask_executor.run_cells(cells, str(mnist_root), scheduler=address, progress=False,
+                                      resource="FAKEGPU", cells_per_gpu=2)
+    assert len(outcome.ok) == 4
+    assert len(gpu_workers) == 2
+    assert {r["dask_worker"] for r in records(tmp_path).values()} <= gpu_workers
+
+
+def test_unreachable_scheduler_exits_2_naming_it(mnist_root, tmp_path, capsys):
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    results = tmp_path / "r"
+    assert cli.main(run_args(mnist_root, results, "--executor", "dask", "--scheduler", address)) == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach the Dask scheduler at {address}" in err
+    assert not list((results / "runs").glob("*.json"))
+
+
+def test_scheduler_without_dask_executor_is_a_usage_error(mnist_root, tmp_path, capsys):
+    assert cli.main(run_args(mnist_root, tmp_path, "--scheduler", "tcp://127.0.0.1:1")) == 2
+    assert "--scheduler needs --executor dask" in capsys.readouterr().err
+
+
+def test_killed_workers_cell_is_retried_by_dask_then_failed_and_nothing_is_lost(mnist_root, tmp_path):
+    """Once ewc has finished, the worker running naive is killed; Dask reruns naive on another
+    worker, which is killed too: after allowed-failures + 1 = 2 deaths naive is recorded failed
+    (KilledWorker). ewc's record stays, and no process is left."""
+    args = cli.build_parser().parse_args(run_args(mnist_root, tmp_path, "--set", "strategies.naive.epochs=100"))
+    cells = {c.config["strategy"]: c for c, _ in cli.plan(args)[0]}
+    before = children()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                                           dashboard_address=None, memory_limit=0)
+    kills: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def killer():
+        try:
+            while not stop.is_set() and not cells["ewc"].path.exists():
+                time.sleep(0.1)
+            kill_while_running(cluster.scheduler_address, cells["naive"].config["hash"], kills, stop)
+        except BaseException as exc:  # a broken killer must fail the test, not let naive train on
+            errors.append(exc)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        outcome = dask_executor.run_cells(list(cells.values()), str(mnist_root),
+                                          scheduler=cluster.scheduler_address, progress=False)
+    finally:
+        stop.set()
+        thread.join()
+        cluster.close()
+    assert not errors
+    assert len(set(kills)) == 2  # two worker processes died under naive
+    recs = {r["config"]["strategy"]: r for r in records(tmp_path).values()}
+    assert recs["ewc"]["status"] == "ok" and outcome.ok == [cells["ewc"]]
+    assert recs["naive"]["status"] == "failed" and "KilledWorker" in recs["naive"]["error"]
+    assert "2 different workers" in recs["naive"]["error"]
+    assert recs["naive"]["versions"] and recs["naive"]["run_id"]
+    assert leftovers(tmp_path) == []
+    time.sleep(1)
+    assert children() - before == set()
+
+
+def kill_while_running(scheduler: str, config_hash: str, kills: list[int], stop: threading.Event) -> None:
+    """SIGKILL, twice, the worker process running the cell of `config_hash`, half a second into it."""
+    seen: dict[str, float] = {}  # worker -> when the cell was first seen on it
+    with distributed.Client(scheduler, set_as_default=False) as client:
+        while not stop.is_set() and len(kills) < 2:
+            pids = client.run(os.getpid, on_error="ignore")
+            now = time.monotonic()
+            seen = {a: seen.get(a, now) for a, keys in client.processing().items()
+                    if any(config_hash in str(k) for k in keys)}
+            for address, since in seen.items():
+                if now - since > 0.5 and address in pids and pids[address] not in kills:
+                    os.kill(pids[address], signal.SIGKILL)
+                    kills.append(pids[address])
+            time.sleep(0.1)
