@@ -483,14 +483,29 @@ def write_tables(results_dir: str | os.PathLike,
     paths: list[Path] = []
     for (dataset, scenario), part in summary.groupby(["dataset", "scenario"], sort=True):
         stem = f"{safe_name(dataset)}_{safe_name(scenario)}"
-        caption = table_caption(part, dataset, scenario)
-        table = format_table(part)
-        paths.append(atomic_write(out / f"{stem}.md", f"{caption}\n\n{markdown_table(table)}"))
-        # 10 significant digits: exact enough, without float noise like 0.8500000000000001.
-        csv_text = csv_frame(part).to_csv(index=False, float_format="%.10g")
-        paths.append(atomic_write(out / f"{stem}.csv", csv_text))
-        paths.append(atomic_write(out / f"{stem}.tex", latex_table(table, caption)))
+        for suffix, rows in split_by_budget(part):
+            caption = table_caption(rows, dataset, scenario)
+            table = format_table(rows)
+            paths.append(atomic_write(out / f"{stem}{suffix}.md", f"{caption}\n\n{markdown_table(table)}"))
+            # 10 significant digits: exact enough, without float noise like 0.8500000000000001.
+            csv_text = csv_frame(rows).to_csv(index=False, float_format="%.10g")
+            paths.append(atomic_write(out / f"{stem}{suffix}.csv", csv_text))
+            paths.append(atomic_write(out / f"{stem}{suffix}.tex", latex_table(table, caption)))
     return paths
+
+
+def split_by_budget(part: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """[("", the table)], or, when strategies were also run without a memory (`--memory 0`) beside
+    their runs with one, [("", the rows with the budget), ("_memory0", the memory-free rows)].
+
+    Strategies that never store data (naive, joint) appear in both: their runs are the same.
+    """
+    memory = pd.to_numeric(part["memory"], errors="coerce").fillna(0)
+    buffered = set(part.loc[memory > 0, "strategy"])
+    memory_free = (memory == 0) & part["strategy"].isin(buffered)
+    if not memory_free.any():
+        return [("", part)]
+    return [("", part[~memory_free]), ("_memory0", part[memory == 0])]
 
 
 # --------------------------------------------------------------------------

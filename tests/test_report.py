@@ -319,3 +319,21 @@ def test_joint_is_a_horizontal_reference_line_in_the_curves(tmp_path: Path, monk
                         real(self, y, *a, **k))
     report.write_plots(tmp_path)
     assert lines == [(pytest.approx(90.0), "joint (all tasks at once)")]
+
+
+def test_memory_free_runs_get_their_own_table(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write(runs, "naive.json", make_record("naive", 0, 0.2, memory=0))
+    write(runs, "ewc200.json", make_record("ewc", 0, 0.8, memory=200))
+    write(runs, "ewc0.json", make_record("ewc", 0, 0.25, memory=0))
+    report.write_tables(tmp_path)
+    with_memory = (tmp_path / "tables" / "mnist_class-il.md").read_text()
+    memory_free = (tmp_path / "tables" / "mnist_class-il_memory0.md").read_text()
+    assert "80.00" in with_memory and "25.00" not in with_memory and "20.00" in with_memory
+    assert "25.00" in memory_free and "80.00" not in memory_free and "20.00" in memory_free
+    assert "Memory budget: 0 exemplars" in memory_free.splitlines()[0]
+
+
+def test_one_budget_gives_one_table(results: Path) -> None:
+    report.write_tables(results)
+    assert not list((results / "tables").glob("*_memory0.*"))
