@@ -4,8 +4,8 @@
 
 Per dataset (MNIST MLP Class-IL, CIFAR-10 convnet Class-IL, Omniglot 50-task
 Task-IL stream), both train the protocol's network with its optimizer, batch
-size and epochs on the same tensors, task by task, and evaluate every seen task
-after each task. Both times include reading the dataset. Prints the wall time of
+size, epochs and augmentation (CIFAR's crop and flip) on the same tensors, task
+by task, and evaluate every seen task after each task. Both times include reading the dataset. Prints the wall time of
 each and the ratio plain / suite (>= 0.9 is the goal: the harness costs at most
 about a tenth). Run it on an otherwise idle machine; it prints the load average.
 """
@@ -60,6 +60,7 @@ class PlainNet(nn.Module):
 
 def plain(config: dict, data_root: str, threads: int) -> float:
     from bench import models
+    from bench.augment import CropFlip
     from bench.datasets import load_dataset
     from bench.scenarios import task_split
 
@@ -83,6 +84,7 @@ def plain(config: dict, data_root: str, threads: int) -> float:
     test = [task_data(c, data.x_test, data.y_test) for c in split.task_classes]
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(config["seed"])
+    augment = CropFlip(config["seed"]) if config.get("augment") else (lambda batch: batch)  # as the suite
     seen = 0
     for t, (x, y) in enumerate(train):
         head = t if task_il else 0
@@ -91,7 +93,7 @@ def plain(config: dict, data_root: str, threads: int) -> float:
         net.train()
         for _ in range(config["epochs"]):
             for idx in torch.randperm(len(y), generator=generator).split(config["batch_size"]):
-                out = net(x[idx], head)
+                out = net(augment(x[idx]), head)
                 if not task_il:
                     out = out[:, :seen]
                 opt.zero_grad()
