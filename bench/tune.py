@@ -120,6 +120,7 @@ def trial_points(space: dict[str, list], budget: int, seed: int) -> list[dict[st
 
 def cmd_tune(args, argv: list[str]) -> int:
     from bench import cli, registry
+    from bench.plan import UsageError, plan
     from bench import config as cfg
     from bench.records import identity
     from bench.runner import Cell, finished_ok, print_line, record_path
@@ -129,13 +130,13 @@ def cmd_tune(args, argv: list[str]) -> int:
         protocol = cfg.apply_overrides(cfg.load_protocol(args.dataset, args.scenario), args.overrides)
         budget, spaces = search_spaces(protocol, known)
     except (cfg.ConfigError, ValueError) as exc:
-        raise cli.UsageError(f"protocol {args.dataset}-{args.scenario}: {exc}") from None
+        raise UsageError(f"protocol {args.dataset}-{args.scenario}: {exc}") from None
     budget = args.budget or budget
     memory = protocol.get("memory") if args.memory is None else args.memory
     named = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
     for name in named or []:
         if name in known and name not in spaces:
-            raise cli.UsageError(f"{name} has no search space in {cfg.protocol_path(args.dataset, args.scenario)}"
+            raise UsageError(f"{name} has no search space in {cfg.protocol_path(args.dataset, args.scenario)}"
                                  f" (add [tune.{name}] with KEY = [values])")
     chosen = []
     for name in named or list(spaces):
@@ -146,12 +147,12 @@ def cmd_tune(args, argv: list[str]) -> int:
         else:
             chosen.append(name)
     if not chosen:
-        raise cli.UsageError(f"nothing to tune for {args.dataset} {args.scenario} at memory {memory}")
+        raise UsageError(f"nothing to tune for {args.dataset} {args.scenario} at memory {memory}")
 
     plan_args = copy.copy(args)
     plan_args.strategies = ",".join(chosen)
     plan_args.results = args.results / "tune"
-    base, _ = cli.plan(plan_args)  # every check of `run`, and the data loaded once
+    base, _ = plan(plan_args)  # every check of `run`, and the data loaded once
 
     print_line(f"tuning {args.dataset} {args.scenario} at memory {memory}: budget {budget} trials per "
                f"strategy, scored on {args.holdout:g} of the training data held out")
