@@ -21,6 +21,7 @@ so a cell starts in milliseconds rather than seconds.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import sys
 import tempfile
