@@ -28,7 +28,6 @@ from __future__ import annotations
 import signal
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +38,7 @@ from tqdm import tqdm
 
 from bench.records import identity
 from bench.runner import CLAIMED, HELD, Cell, Interrupted, Outcome, _count, _counted, _raise_interrupt, \
-    _strategy_module, claim_cell, failed_record, print_line, release_cell, store_result
+    cell_provenance, claim_cell, compute_record, failed_record, print_line, release_cell, store_result
 
 ALLOWED_FAILURES = 1  # the embedded cluster runs a cell on at most 2 workers that die under it
 CONNECT_TIMEOUT_S = 10
@@ -51,25 +50,11 @@ class SchedulerUnreachable(Exception):
     """The scheduler address given cannot be reached; nothing has been sent."""
 
 
-def _provenance(config: dict[str, Any]) -> dict[str, Any]:
-    from bench.provenance import provenance
-
-    return provenance(_strategy_module(config["strategy"]))
-
-
 def train_on_worker(config: dict[str, Any], data_root: str, threads: int, device: str,
                     log: tuple[str, ...] = (), log_dir: Path | None = None) -> dict[str, Any]:
-    """Runs on a Dask worker: the cell's record, ok or failed. Never raises for a cell's own failure."""
-    from bench.cell import run_cell
-
-    start = time.time()
-    try:
-        record = run_cell(config, data_root, threads=threads, progress=False, device=device, log=log,
-                          log_dir=log_dir)
-    except Exception as exc:  # noqa: BLE001 - a failing cell is a result, not a task error to retry
-        record = failed_record(Cell(config, Path()), f"{type(exc).__name__}: {exc}",
-                               {"traceback": traceback.format_exc(), "time_s": round(time.time() - start, 2),
-                                "device": device, "threads": threads, **_provenance(config)})
+    """Runs on a Dask worker: the cell's record, ok or failed. Never raises for a cell's own failure,
+    which is a result, not a task error for Dask to retry."""
+    record = compute_record(config, data_root, threads, device, log=log, log_dir=log_dir)
     record["dask_worker"] = get_worker().address
     return record
 
@@ -211,4 +196,4 @@ def _result(future, cell: Cell) -> dict[str, Any]:
         reason = f"{type(exc).__name__}: {exc}"
         if type(exc).__name__ == "KilledWorker":
             reason += " (out of memory, or killed)"
-        return failed_record(cell, reason, _provenance(cell.config))
+        return failed_record(cell.config, reason, cell_provenance(cell.config))

@@ -63,9 +63,38 @@ def finished_ok(path: Path, wanted: dict[str, Any] | None = None) -> bool:
     return is_ok(record) if wanted is None else is_done(record, wanted)
 
 
-def failed_record(cell: Cell, error: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"status": "failed", "error": error, "config": cell.config, "acc_matrix": None,
+def failed_record(config: dict[str, Any], error: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"status": "failed", "error": error, "config": config, "acc_matrix": None,
             "metrics": None, **(extra or {})}
+
+
+def cell_provenance(config: dict[str, Any]) -> dict[str, Any]:
+    """Provenance (bench.provenance) of the code that a cell of `config` runs."""
+    from bench import registry
+    from bench.provenance import provenance
+
+    try:
+        module = registry.get(config["strategy"]).module.__name__
+    except KeyError:
+        module = None
+    return provenance(module)
+
+
+def compute_record(config: dict[str, Any], data_root: str, threads: int, device: str, progress: bool = False,
+                   bar_position: int = 0, log: tuple[str, ...] = (), log_dir: Path | None = None) -> dict[str, Any]:
+    """Train the cell and return its record, ok or failed: what every executor's worker does.
+
+    A cell's own exception is its result (a failed record with the traceback), not an error."""
+    from bench.cell import run_cell
+
+    start = time.time()
+    try:
+        return run_cell(config, data_root, threads=threads, progress=progress, bar_position=bar_position,
+                        device=device, log=log, log_dir=log_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, not raised
+        return failed_record(config, f"{type(exc).__name__}: {exc}",
+                             {"traceback": traceback.format_exc(), "time_s": round(time.time() - start, 2),
+                              "device": device, "threads": threads, **cell_provenance(config)})
 
 
 # ---------------------------------------------------------------- the client's side of a cell
@@ -152,28 +181,9 @@ def _worker(config: dict[str, Any], result: Path, data_root: str, threads: int, 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
     signal.signal(signal.SIGTERM, _exit_on_signal)
     _stop_with_parent()
-    from bench.cell import run_cell
-    from bench.provenance import provenance
-
-    start = time.time()
-    try:
-        record = run_cell(config, data_root, threads=threads, progress=bar is not None,
-                          bar_position=bar or 0, device=device, log=log, log_dir=log_dir)
-    except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, not raised
-        record = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "config": config,
-                  "acc_matrix": None, "metrics": None, "traceback": traceback.format_exc(),
-                  "time_s": round(time.time() - start, 2), "device": device, "threads": threads,
-                  **provenance(_strategy_module(config["strategy"]))}
+    record = compute_record(config, data_root, threads, device, progress=bar is not None, bar_position=bar or 0,
+                            log=log, log_dir=log_dir)
     write_json_atomic(result, record, tag=WORKER_TAG)
-
-
-def _strategy_module(name: str) -> str | None:
-    from bench import registry
-
-    try:
-        return registry.get(name).module.__name__
-    except KeyError:
-        return None
 
 
 def _context() -> mp.context.BaseContext:
@@ -294,9 +304,7 @@ def _finish(cell: Cell, proc, outcome: Outcome, on_done, wanted: dict[str, Any],
                   else f"worker process exited with code {code} without leaving its record")
         if code == -signal.SIGKILL:
             reason += " (out of memory, or killed)"
-        from bench.provenance import provenance
-
-        record = failed_record(cell, reason, provenance(_strategy_module(cell.config["strategy"])))
+        record = failed_record(cell.config, reason, cell_provenance(cell.config))
     try:
         standing = store_result(cell, record, wanted, stamp)
     finally:
