@@ -116,9 +116,16 @@ def make_layer(spec: BackboneSpec, index: int, in_features: int | None = None,
 
 def after_layer(spec: BackboneSpec, index: int, h: torch.Tensor) -> torch.Tensor:
     """Pooling and flattening that follow hidden layer `index` (after its activation)."""
-    layer = spec.layers[index]
-    if layer.pool:
-        h = nn.functional.max_pool2d(h, 2)
+    return flatten_after(spec, index, pool_after(spec, index, h))
+
+
+def pool_after(spec: BackboneSpec, index: int, h: torch.Tensor) -> torch.Tensor:
+    """The pooling that follows hidden layer `index` (per channel), if any."""
+    return nn.functional.max_pool2d(h, 2) if spec.layers[index].pool else h
+
+
+def flatten_after(spec: BackboneSpec, index: int, h: torch.Tensor) -> torch.Tensor:
+    """Flattens a conv map that feeds a linear layer (or leaves the backbone), channel-major."""
     nxt = spec.layers[index + 1] if index + 1 < len(spec.layers) else None
     if h.dim() > 2 and (nxt is None or nxt.kind == "linear"):
         h = h.flatten(1)

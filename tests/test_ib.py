@@ -482,3 +482,68 @@ def test_build_from_context_and_unsupported_backbones():
     with pytest.raises(ValueError):
         ib.build(copy.replace(ctx, params={"gama": 1.0}) if hasattr(copy, "replace") else
                  StrategyContext(**{**vars(ctx), "params": {"gama": 1.0}}))
+
+
+def dense_features(feats, x: torch.Tensor) -> torch.Tensor:
+    """Every channel of every layer through GatedLayer.forward: what the two-part forward must equal."""
+    from bench.models import after_layer, before_layer
+
+    h = feats.preprocess(x)
+    for i, gated in enumerate(feats.layers):
+        h = after_layer(feats.spec, i, gated(before_layer(feats.spec, i, h), feats.threshold, feats.frozen_noise))
+    return h
+
+
+def half_frozen(spec: BackboneSpec, seed: int = 0):
+    """Features with about half the channels frozen after task 0 and a quarter after task 1 (their
+    weights from unfrozen channels 0, as after a task), the free ones nearly noiseless."""
+    torch.manual_seed(seed)
+    feats = IBNet(spec, multi_head=True).features
+    with torch.no_grad():
+        for i, gated in enumerate(feats.layers):
+            since = torch.randint(0, 4, (gated.width,))  # 0, 1: frozen after that task; 2, 3: free
+            since[:2] = torch.tensor([0, 2])
+            gated.frozen = since < 2
+            gated.since = torch.where(gated.frozen, since, torch.full_like(since, -1))
+            if i > 0:
+                prev = feats.layers[i - 1]
+                for task in (0, 1):  # a channel frozen after `task` reads nothing frozen later
+                    rows = gated.frozen & (gated.since <= task)
+                    cols = ~feats.input_mask(i, prev.frozen & (prev.since <= task))
+                    gated.layer.weight[rows.view(-1, 1) & cols.view(1, -1)] = 0.0
+            gated.log_sigma[~gated.frozen] = -20.0
+    return feats
+
+
+@pytest.mark.parametrize("spec", [MLP, CONV])
+def test_two_part_forward_equals_dense(spec):
+    """Frozen channels as a compact network without gradients, free ones read everything: the
+    same features and the same gradients for the free channels as the dense forward."""
+    feats = half_frozen(spec)
+    x = images(2, 8, seed=3)[0]
+    feats.train()
+    dense = dense_features(feats, x)
+    dense.square().sum().backward()
+    want = {n: p.grad.clone() for n, p in feats.named_parameters()}
+    feats.zero_grad(set_to_none=True)
+    parts = feats(x)
+    torch.testing.assert_close(parts, dense, rtol=1e-5, atol=1e-6)
+    parts.square().sum().backward()
+    for i, gated in enumerate(feats.layers):
+        for name in ("layer.weight", "layer.bias", "mu"):
+            got = dict(feats.named_parameters())[f"layers.{i}.{name}"].grad
+            torch.testing.assert_close(got[~gated.frozen], want[f"layers.{i}.{name}"][~gated.frozen],
+                                       rtol=1e-4, atol=1e-6)
+            assert bool((got[gated.frozen] == 0).all())  # no gradient through the frozen part
+    feats.eval()
+    with torch.no_grad():
+        for gated in feats.layers:  # some free channels inactive at test time
+            gated.log_sigma[~gated.frozen & (torch.arange(gated.width) % 2 == 0)] = 5.0
+        full = feats(x)
+        torch.testing.assert_close(full, dense_features(feats, x), rtol=1e-5, atol=1e-6)
+        # a head frozen after task 0 reads only the channels frozen by then: the same values there
+        first = feats(x, upto=0)
+        cols = feats.input_mask(len(feats.layers), feats.layers[-1].frozen & (feats.layers[-1].since == 0))
+        assert bool(cols.any()) and not bool(cols.all())
+        torch.testing.assert_close(first[:, cols], full[:, cols], rtol=1e-5, atol=1e-6)
+        assert bool((first[:, ~cols] == 0).all())

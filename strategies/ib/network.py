@@ -8,7 +8,8 @@ import torch
 from avalanche.models import MultiTaskModule
 from torch import nn
 
-from bench.models import BackboneSpec, Preprocess, after_layer, before_layer, make_layer
+from bench.models import (BackboneSpec, Preprocess, after_layer, before_layer, flatten_after, make_layer,
+                          pool_after)
 
 
 class GatedLayer(nn.Module):
@@ -23,6 +24,8 @@ class GatedLayer(nn.Module):
         self.log_sigma = nn.Parameter(torch.full((width,), math.log(sigma_init)))
         # channels active for earlier tasks: frozen, deterministic gate
         self.register_buffer("frozen", torch.zeros(width, dtype=torch.bool))
+        # the task (count of tasks trained before it) after which each frozen channel froze; -1: not frozen
+        self.register_buffer("since", torch.full((width,), -1, dtype=torch.long))
 
     @property
     def width(self) -> int:
@@ -41,7 +44,11 @@ class GatedLayer(nn.Module):
         """log(1 + (mu/sigma)^2) per channel: the information the channel passes on (differentiable)."""
         return torch.log1p((self.mu / self.log_sigma.exp()) ** 2)
 
-    def forward(self, h: torch.Tensor, threshold: float, frozen_noise: bool) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, threshold: float, frozen_noise: bool,
+                keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Every channel: noisy gates while training (deterministic on frozen channels unless
+        frozen_noise); at test time mu on the channels in `keep` (default: past the threshold)
+        and 0 elsewhere."""
         z = torch.relu(self.layer(h))
         shape = (1, -1, 1, 1) if z.dim() == 4 else (1, -1)
         if self.training:
@@ -51,9 +58,30 @@ class GatedLayer(nn.Module):
             eps = torch.randn_like(z)
             gate = self.mu.view(shape) + sigma.view(shape) * eps
         else:
-            keep = (self.mu / self.log_sigma.exp()) ** 2 >= threshold
+            if keep is None:
+                keep = (self.mu / self.log_sigma.exp()) ** 2 >= threshold
             gate = torch.where(keep, self.mu, torch.zeros_like(self.mu)).view(shape)
         return z * gate
+
+    def rows(self, h: torch.Tensor, rows: torch.Tensor, cols: Optional[torch.Tensor] = None,
+             noisy: bool = False) -> torch.Tensor:
+        """Gated output of the channels `rows` only, reading the inputs `cols` of h (all when None):
+        the gate is mu, or mu + sigma * eps when noisy."""
+        w = self.layer.weight.index_select(0, rows)
+        if cols is not None:
+            w = w.index_select(1, cols)
+        b = self.layer.bias.index_select(0, rows)
+        if self.conv:
+            z = nn.functional.conv2d(h, w, b, self.layer.stride, self.layer.padding, self.layer.dilation)
+        else:
+            z = nn.functional.linear(h, w, b)
+        z = torch.relu(z)
+        shape = (1, -1, 1, 1) if z.dim() == 4 else (1, -1)
+        mu = self.mu.index_select(0, rows).view(shape)
+        if not noisy:
+            return z * mu
+        sigma = self.log_sigma.exp().index_select(0, rows).view(shape)
+        return z * (mu + sigma * torch.randn_like(z))
 
 
 class IBFeatures(nn.Module):
@@ -79,12 +107,57 @@ class IBFeatures(nn.Module):
     def out_features(self) -> int:
         return self.layers[-1].width * self.spatial[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, upto: Optional[int] = None) -> torch.Tensor:
+        """The last hidden layer's features, all channels in their order.
+
+        Frozen channels read only frozen channels (their other input weights are 0), so once some
+        are frozen the network is computed in two parts: the frozen channels as a compact network
+        without gradients, and the free channels, which read every channel of the layer below.
+        At test time only the channels past the threshold are computed (the others' gate is 0);
+        `upto` keeps only those frozen by the end of that task (counted from 0), the channels a
+        frozen Task-IL head reads. Same function as the dense forward, at the cost of what it uses.
+        """
         h = self.preprocess(x)
+        if self.training:
+            fixed = None if self.frozen_noise else [g.frozen for g in self.layers]
+            if fixed is not None and all(bool(f.any()) and not bool(f.all()) for f in fixed):
+                return self._in_parts(h, fixed, train_rest=True)
+            return self._dense(h)
+        keep = [g.ratio2() >= self.threshold for g in self.layers]
+        if upto is not None:
+            keep = [k & (g.since >= 0) & (g.since <= upto) for k, g in zip(keep, self.layers)]
+        if all(bool(k.any()) for k in keep):
+            return self._in_parts(h, keep, train_rest=False)
+        return self._dense(h, keep)
+
+    def _dense(self, h: torch.Tensor, keep: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
+        """Every channel of every layer (the parts need a fixed and, when training, a free channel
+        in each layer)."""
         for i, gated in enumerate(self.layers):
             h = before_layer(self.spec, i, h)
-            h = after_layer(self.spec, i, gated(h, self.threshold, self.frozen_noise))
+            h = gated(h, self.threshold, self.frozen_noise, None if keep is None else keep[i])
+            h = after_layer(self.spec, i, h)
         return h
+
+    def _in_parts(self, h: torch.Tensor, fixed: list[torch.Tensor], train_rest: bool) -> torch.Tensor:
+        """`fixed` channels with gate mu, without gradients; with train_rest, the other channels
+        with noisy gates, reading all channels below; without, the other channels are 0."""
+        compact = full = before_layer(self.spec, 0, h)
+        last = len(self.layers) - 1
+        for i, gated in enumerate(self.layers):
+            rows = fixed[i].nonzero().flatten()
+            cols = None if i == 0 else self.input_mask(i, fixed[i - 1]).nonzero().flatten()
+            with torch.no_grad():
+                z_fixed = pool_after(self.spec, i, gated.rows(compact, rows, cols))
+            z = _scatter(z_fixed, rows, gated.width)
+            if train_rest:
+                rest = (~fixed[i]).nonzero().flatten()
+                z_rest = pool_after(self.spec, i, gated.rows(full, rest, noisy=True))
+                z = z.index_copy(1, rest, z_rest)
+            if train_rest or i == last:
+                full = flatten_after(self.spec, i, z)
+            compact = flatten_after(self.spec, i, z_fixed)
+        return full
 
     def active(self) -> list[torch.Tensor]:
         """Channels whose gate passes the threshold, per layer."""
@@ -113,6 +186,7 @@ class IBFeatures(nn.Module):
         gated.log_sigma = nn.Parameter(torch.cat([gated.log_sigma.data,
                                                   torch.full((k,), math.log(gated.sigma_init), device=device)]))
         gated.frozen = torch.cat([gated.frozen, torch.zeros(k, dtype=torch.bool, device=device)])
+        gated.since = torch.cat([gated.since, torch.full((k,), -1, dtype=torch.long, device=device)])
         if index + 1 < len(self.layers):
             nxt = self.layers[index + 1]
             if nxt.conv:
@@ -121,6 +195,12 @@ class IBFeatures(nn.Module):
             else:
                 nxt.layer.weight = _pad_inputs(nxt.layer.weight, k * self.spatial[index], dim=1)
                 nxt.layer.in_features += k * self.spatial[index]
+
+
+def _scatter(part: torch.Tensor, channels: torch.Tensor, width: int) -> torch.Tensor:
+    """A [batch, len(channels), ...] tensor placed at `channels` of a zero [batch, width, ...] one."""
+    out = part.new_zeros((part.shape[0], width, *part.shape[2:]))
+    return out.index_copy(1, channels, part)
 
 
 def _flat_positions(spec: BackboneSpec) -> list[int]:
@@ -160,7 +240,7 @@ class IBNet(MultiTaskModule):
         self.multi_head = multi_head
         self.heads = nn.ModuleDict()  # task label -> Linear (multi-head)
         self.head: Optional[nn.Linear] = None  # Class-IL output layer
-        self.frozen_heads: set[str] = set()
+        self.frozen_heads: dict[str, int] = {}  # head -> the task (from 0) it was frozen after
         self.last_features: Optional[torch.Tensor] = None
 
     def adaptation(self, experience) -> None:
@@ -186,7 +266,9 @@ class IBNet(MultiTaskModule):
         return self.head(self.last_features)
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
-        self.last_features = self.features(x)
+        # a frozen head reads only the channels frozen by its task: compute no others
+        upto = None if self.training else self.frozen_heads.get(str(task_label))
+        self.last_features = self.features(x, upto)
         return self.heads[str(task_label)](self.last_features)
 
     def grow(self, index: int, k: int) -> None:
