@@ -118,10 +118,10 @@ def reference_results() -> dict:
 
 
 def reference_note(dataset: str, scenario: str, budgets: list[int]) -> str:
-    """The reference's figures for this setting and how the protocol differs; '' where it reports none."""
+    """The reference's figures for this setting and how the protocol differs, or that it reports none."""
     entry = reference_results().get(dataset, {}).get(scenario)
     if entry is None or budgets != [entry["memory"]]:
-        return ""
+        return "The reference reports no figure for this setting."
     figures = ", ".join(f"{name} {value:.1f}%" for name, value in entry["results"].items())
     return (f"Reference (its Table {entry['table']}, {entry['metric']}): {figures}. "
             f"{entry['protocol']}")
