@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("plot", "draw accuracy and learning curves and accuracy-matrix heatmaps from stored records")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--results", type=Path, default=Path("results"))
+        if name == "table":
+            p.add_argument("--readme", type=Path, metavar="README.md",
+                           help="also rewrite this file's <!-- bench:table NAME --> blocks from the tables")
     sub.add_parser("list", help="datasets, scenarios, strategies and where each applies")
     return parser
 
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_tune(args, argv if argv is not None else sys.argv[1:])
         if args.command == "table":
-            return cmd_table(args.results)
+            return cmd_table(args.results, args.readme)
         if args.command == "plot":
             return cmd_plot(args.results)
         return cmd_list()
@@ -236,11 +239,24 @@ def _write_tables(results: Path, show: tuple[str, str] | None = None) -> None:
         print(report.markdown_table(frame))
 
 
-def cmd_table(results: Path) -> int:
+def cmd_table(results: Path, readme: Path | None = None) -> int:
+    from bench import readme as readme_blocks
+
     if not (results / "runs").is_dir():
         raise UsageError(f"no records: {results / 'runs'} does not exist")
+    if readme is not None and not readme.is_file():
+        raise UsageError(f"--readme: {readme} is not a file")
     _write_tables(results)
     print(f"tables written under {results / 'tables'}", file=sys.stderr)
+    if readme is not None:
+        try:
+            unplaced = readme_blocks.update(readme, results / "tables")
+        except readme_blocks.ReadmeError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"{readme}: result tables rewritten from {results / 'tables'}", file=sys.stderr)
+        for name in unplaced:
+            print(f"warning: table {name} has no block in {readme}; add <!-- bench:table {name} --> "
+                  "<!-- /bench:table --> where it belongs", file=sys.stderr)
     return 0
 
 

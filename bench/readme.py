@@ -1,0 +1,81 @@
+"""README result tables are `bench table` output, copied between markers.
+
+A block in the README
+
+    <!-- bench:table mnist_class-il -->
+    ...the text of results/tables/mnist_class-il.md...
+    <!-- /bench:table -->
+
+is rewritten from that file by `python -m bench table --readme README.md`, and
+`check_readme` (run by the tests) lists every block that differs from its file
+and every table that has no block, so the README cannot drift from the records.
+Prose around the blocks is the README's own.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+BLOCK = re.compile(r"(<!-- bench:table (?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /bench:table -->)",
+                   re.S)
+# The CSV beside each Markdown table that `bench table` writes starts with this header.
+_BENCH_CSV_HEADER = "dataset,scenario,strategy,hash,"
+
+
+class ReadmeError(ValueError):
+    """A README block names a table that does not exist."""
+
+
+def blocks(text: str) -> dict[str, str]:
+    """Table name -> the text between its markers."""
+    return {m["name"]: m["body"] for m in BLOCK.finditer(text)}
+
+
+def bench_tables(tables_dir: Path) -> list[str]:
+    """Names of the Markdown tables `bench table` writes (other scripts' tables are not README blocks)."""
+    return sorted(p.stem for p in Path(tables_dir).glob("*.md") if _is_bench_table(p.with_suffix(".csv")))
+
+
+def _is_bench_table(csv: Path) -> bool:
+    try:
+        with open(csv, encoding="utf-8") as f:
+            return f.readline().startswith(_BENCH_CSV_HEADER)
+    except OSError:
+        return False
+
+
+def fill(text: str, tables_dir: Path) -> str:
+    """`text` with every block replaced by its table file's text."""
+    def body(match: re.Match) -> str:
+        path = Path(tables_dir) / f"{match['name']}.md"
+        if not path.is_file():
+            raise ReadmeError(f"the README has a block for table {match['name']!r}, but {path} does not exist")
+        return match.group(1) + path.read_text(encoding="utf-8") + match.group(4)
+
+    return BLOCK.sub(body, text)
+
+
+def check(text: str, tables_dir: Path) -> list[str]:
+    """What keeps the README from being exactly `bench table`'s output; empty when it is."""
+    shown = blocks(text)
+    problems = []
+    for name, body in shown.items():
+        path = Path(tables_dir) / f"{name}.md"
+        if not path.is_file():
+            problems.append(f"block {name}: {path} does not exist")
+        elif body != path.read_text(encoding="utf-8"):
+            problems.append(f"block {name} differs from {path} (python -m bench table --readme README.md)")
+    problems += [f"table {name} has no README block (<!-- bench:table {name} -->)"
+                 for name in bench_tables(tables_dir) if name not in shown]
+    return problems
+
+
+def update(readme: Path, tables_dir: Path) -> list[str]:
+    """Rewrite `readme`'s blocks in place; return the tables that have no block (to add by hand)."""
+    from bench.files import atomic_write
+
+    text = readme.read_text(encoding="utf-8")
+    new = fill(text, tables_dir)
+    if new != text:
+        atomic_write(readme, new)
+    return [name for name in bench_tables(tables_dir) if name not in blocks(new)]
