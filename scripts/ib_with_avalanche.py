@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
               f"accuracy {shown}; mean {100 * sum(accuracy.values()) / len(accuracy):.1f}%")
         report = ib.task_report()  # the plugin's account of the task just trained
         print(f"IB after experience {i}: active channels {report['active']} of widths {report['widths']} "
-              f"(now frozen), layers grown by {report['grown']}")
+              f"(now frozen); layers grown for it by {report['grown']}")
     return 0
 
 

@@ -22,8 +22,9 @@ The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
   weight decay and Adam cannot move them), their weights from inactive channels
   are set to 0 and kept 0. Inactive channels are re-initialised (weights, bias,
   gate) at the start of the next task and trained on it.
-* **Growth.** With a rate: a layer grows only when fewer channels are free than the next
-  task may take (the reference's capacity upper bound), by what that task needs (or
+* **Growth.** When a task arrives (not after the last one), with a rate: a layer grows only
+  when fewer channels are free than the task may take (the reference's capacity upper
+  bound), by what it needs (or
   ``grow`` when larger), so the parameter count follows the rate. Without one: a layer
   whose channels are all active gets ``grow`` new channels (default 1/8 of its initial
   width). Either way the next layer (or the heads) gets matching zero input weights, and
@@ -160,7 +161,7 @@ def build(ctx):
 
     model, plugin = build_parts(ctx.spec, ctx.scenario == "task-il", dict(ctx.params))
     # Avalanche's make_optimizer maps parameters by name, so the parameters of new heads and
-    # of grown layers (same names, new tensors) join the optimizer at the next experience.
+    # of grown layers (same names, new tensors; grown before the optimizer is made) join it.
     strategy = ctx.template(plugins=[plugin], model=model)
     plugin.memory = next((p for p in strategy.plugins if isinstance(p, ClassBalancedReplay)), None)
     return strategy

@@ -44,6 +44,7 @@ class IBPlugin(SupervisedPlugin):
         self.reports: list[dict[str, Any]] = []
         self.initial_widths: Optional[list[int]] = None
         self._started = 0.0
+        self._grown: list[int] = []  # channels added per layer for the task in training
 
     def new_channels(self) -> list[int]:
         """Channels a task may newly activate per layer: the rate times the initial width, at least 1."""
@@ -51,14 +52,21 @@ class IBPlugin(SupervisedPlugin):
 
     # -- training ------------------------------------------------------------
 
-    def before_training_exp(self, strategy, **kwargs):
+    def before_train_dataset_adaptation(self, strategy, **kwargs):
+        # Before the strategy adapts the model and makes the optimizer, so that the grown
+        # layers' new tensors (and new heads sized for them) are the ones trained. Grown when a
+        # task arrives, not after the last one: no channels for a task that never comes.
         self._started = time.perf_counter()
         model = strategy.model
         if not isinstance(model, IBNet):
             raise TypeError("IBPlugin needs the model to be strategies.ib.IBNet")
-        feats = model.features
         if self.initial_widths is None:
-            self.initial_widths = feats.widths
+            self.initial_widths = model.features.widths
+        self._grown = self._grow(model) if self.tasks_done > 0 else [0] * len(model.features.layers)
+
+    def before_training_exp(self, strategy, **kwargs):
+        model = strategy.model
+        feats = model.features
         if self.tasks_done > 0:
             self._reinit_free(feats)
             # Re-initialised channels start without the moments of the previous task. Every other
@@ -114,12 +122,11 @@ class IBPlugin(SupervisedPlugin):
                     model.heads[str(t)].weight[:, cols] = 0.0
                     model.frozen_heads[str(t)] = self.tasks_done
             sparsity = float(sum(g.information().sum() for g in feats.layers))
-        grown = self._grow(model)
         self.tasks_done += 1
         self.reports.append({
             "active": [int(a.sum()) for a in active],
             "widths": [int(a.numel()) for a in active],
-            "grown": grown,
+            "grown": self._grown,
             "capped": capped,
             "params": sum(p.numel() for p in model.parameters()),
             "sparsity": round(sparsity, 4),
@@ -155,9 +162,9 @@ class IBPlugin(SupervisedPlugin):
         return capped
 
     def _grow(self, model: IBNet) -> list[int]:
-        """Add channels where fewer are free than the next task may take (the capacity upper bound).
+        """Add channels where fewer are free than the arriving task may take (the capacity upper bound).
 
-        With a rate: by what the next task needs (or `grow` when set and larger). Without one: a
+        With a rate: by what the task needs (or `grow` when set and larger). Without one: a
         full layer grows by `grow` (default 1/8 of its initial width)."""
         grown = []
         for i, gated in enumerate(model.features.layers):
