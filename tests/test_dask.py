@@ -6,7 +6,9 @@ kills while they train. Cells train on the tiny fake MNIST for one epoch.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import cloudpickle
 import psutil
 import pytest
 from conftest import FAST, REPO_ROOT, leftovers, records
@@ -145,6 +148,40 @@ def test_cells_that_need_a_gpu_go_to_workers_that_offer_one(hand_started, mnist_
     assert {r["dask_worker"] for r in records(tmp_path).values()} <= gpu_workers
 
 
+def how_worker_allocates(dask_worker) -> dict:
+    """On a worker: is a 4 MiB buffer mmapped on its own (glibc's mmap threshold stuck at 128 KiB)
+    rather than taken from the heap, and is the statistical profiler sampling?"""
+    class MallInfo2(ctypes.Structure):  # defined here: a ctypes class cannot travel to the worker
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                          "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = MallInfo2
+    before = mallinfo2().hblkhd
+    buffer = bytearray(4 * 2**20)
+    mmapped = mallinfo2().hblkhd - before >= len(buffer)
+    return {"environ": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "mmapped": mmapped,
+            "profiling": "profile" in dask_worker.periodic_callbacks}
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
+def test_workers_started_by_hand_allocate_like_the_local_pool(hand_started):
+    """Dask's nanny starts its workers with MALLOC_TRIM_THRESHOLD_ set, which freezes glibc's mmap
+    threshold: every tensor above 128 KiB was mapped afresh, and cells ran about 1.6 times slower than
+    in the local pool. Once the client has connected, large buffers come from the heap again and the
+    profiler is off."""
+    address, _ = hand_started
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    client = dask_executor.connect(address, 1)
+    try:
+        states = client.run(how_worker_allocates)
+    finally:
+        dask_executor.close(client)
+    assert len(states) == 3
+    for state in states.values():
+        assert state == {"environ": "65536", "mmapped": False, "profiling": False}
+
+
 def test_unreachable_scheduler_exits_2_naming_it(mnist_root, tmp_path, capsys):
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     results = tmp_path / "r"
@@ -216,3 +253,41 @@ def kill_while_running(scheduler: str, config_hash: str, kills: list[int], stop:
                     os.kill(pids[address], signal.SIGKILL)
                     kills.append(pids[address])
             time.sleep(0.1)
+
+
+def test_ctrl_c_cancels_the_running_cell_and_keeps_finished_records(mnist_root, bench_env, tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group: client, nannies, workers) while EWC
+    trains on the embedded cluster: as with the local pool, the run stops at once with exit 130 (not
+    after EWC's 1000 epochs), naive's record stays, EWC has none and is listed as not run, and no
+    Dask process outlives the run."""
+    from test_runner import NAIVE, _start, _wait_for_record, _wait_group_gone
+
+    results = tmp_path / "ctrl-c"
+    # EWC trains long enough that the interrupt surely finds it running.
+    args = run_args(mnist_root, results, "--executor", "dask", "--jobs", "2", "--set", "strategies.ewc.epochs=1000")
+    log = tmp_path / "interrupted-run.log"
+    proc = _start(args, bench_env, log)
+    try:
+        first = _wait_for_record(proc, results / "runs", log)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        proc.wait(timeout=120)
+        stopped_after = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stragglers = _wait_group_gone(proc.pid)
+    output = log.read_text()
+    assert proc.returncode == cli.EXIT_INTERRUPTED, output[-3000:]
+    assert stopped_after < 30, f"took {stopped_after:.1f} s to stop"
+    assert not stragglers, [p.cmdline() for p in stragglers]
+    assert "finished: 1 ok, 0 failed, 0 already done, 0 skipped, 1 not run" in output, output[-3000:]
+    assert "not run (interrupted): mnist class-il ewc seed 0" in output
+    assert "Traceback" not in output, output[-3000:]
+    recs = records(results)
+    assert list(recs) == [first.name] and first.name.startswith(NAIVE)
+    assert recs[first.name]["status"] == "ok"
+    assert leftovers(results) == []
+    assert not list((results / "runs").glob("*.claim"))
