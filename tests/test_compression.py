@@ -28,13 +28,13 @@ def test_presets_met_exactly_per_layer_and_outputs_written(cifar_root, tmp_path,
     presets = [0.01, 0.03, 0.25]  # 1% of 32 channels rounds to 0: the layer must keep 1
     out = subprocess.run([sys.executable, "scripts/compression.py", "--data-root", str(cifar_root),
                           "--no-download", "--epochs", "1", "--finetune-epochs", "1", "--batch-size", "16",
-                          "--gammas", "1e-4", "--presets", ",".join(map(str, presets)),
+                          "--gammas", "1e-4", "--presets", ",".join(map(str, presets)), "--train-subset", "40",
                           "--results", str(tmp_path), "--checkpoint", str(tmp_path / "backbone.pt")],
                          cwd=REPO_ROOT, env=bench_env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     stem = "compression-cifar10-convnet32"
     table = (tmp_path / "tables" / f"{stem}.md").read_text()
-    assert "N=1 epochs" in table and "M=1 epochs" in table
+    assert "N=1 epochs" in table and "M=1 epochs" in table and "a random 40 of its training images" in table
     assert (tmp_path / "plots" / f"{stem}.png").stat().st_size > 0
     rows = list(csv.DictReader((tmp_path / "tables" / f"{stem}.csv").open()))
     assert [r["mode"] for r in rows] == ["global", "adaptive", "adaptive", "adaptive"]
@@ -49,7 +49,7 @@ def test_presets_met_exactly_per_layer_and_outputs_written(cifar_root, tmp_path,
     # the second run reuses the saved backbone
     again = subprocess.run([sys.executable, "scripts/compression.py", "--data-root", str(cifar_root),
                             "--no-download", "--epochs", "1", "--batch-size", "16", "--gammas", "1e-4",
-                            "--presets", "", "--results", str(tmp_path),
+                            "--presets", "", "--train-subset", "40", "--results", str(tmp_path),
                             "--checkpoint", str(tmp_path / "backbone.pt")],
                            cwd=REPO_ROOT, env=bench_env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
@@ -80,7 +80,7 @@ def test_pruned_network_computes_the_masked_gated_network():
 
 def test_bad_arguments_exit_2_before_training(cifar_root, tmp_path, capsys):
     for bad in (["--presets", "0.5,2"], ["--presets", "0"], ["--gammas", "x"], ["--epochs", "0"],
-                ["--gammas", "", "--presets", ""]):
+                ["--gammas", "", "--presets", ""], ["--retrain-epochs", "-1"], ["--train-subset", "0"]):
         with pytest.raises(SystemExit) as exc:
             compression.main(["--data-root", str(cifar_root), "--results", str(tmp_path), *bad])
         assert exc.value.code == 2, bad
