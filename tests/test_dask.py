@@ -260,25 +260,13 @@ def test_ctrl_c_cancels_the_running_cell_and_keeps_finished_records(mnist_root, 
     trains on the embedded cluster: as with the local pool, the run stops at once with exit 130 (not
     after EWC's 1000 epochs), naive's record stays, EWC has none and is listed as not run, and no
     Dask process outlives the run."""
-    from test_runner import NAIVE, _start, _wait_for_record, _wait_group_gone
+    from test_runner import NAIVE, _interrupt_after_first_record
 
     results = tmp_path / "ctrl-c"
     # EWC trains long enough that the interrupt surely finds it running.
     args = run_args(mnist_root, results, "--executor", "dask", "--jobs", "2", "--set", "strategies.ewc.epochs=1000")
     log = tmp_path / "interrupted-run.log"
-    proc = _start(args, bench_env, log)
-    try:
-        first = _wait_for_record(proc, results / "runs", log)
-        time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGINT)
-        sent = time.monotonic()
-        proc.wait(timeout=120)
-        stopped_after = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        stragglers = _wait_group_gone(proc.pid)
+    proc, first, stopped_after, stragglers = _interrupt_after_first_record(args, bench_env, results, log, 120)
     output = log.read_text()
     assert proc.returncode == cli.EXIT_INTERRUPTED, output[-3000:]
     assert stopped_after < 30, f"took {stopped_after:.1f} s to stop"

@@ -240,6 +240,26 @@ def _group_members(pgid: int) -> list[psutil.Process]:
     return out
 
 
+def _interrupt_after_first_record(args: list[str], env: dict[str, str], results: Path, log: Path,
+                                  wait: float) -> tuple[subprocess.Popen, Path, float, list[psutil.Process]]:
+    """Start a run, Ctrl-C it (SIGINT to its process group, as a terminal does) once its first
+    record is written: (process, that record, seconds it took to stop, processes left behind)."""
+    proc = _start(args, env, log)
+    try:
+        first = _wait_for_record(proc, results / "runs", log)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        proc.wait(timeout=wait)
+        stopped_after = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stragglers = _wait_group_gone(proc.pid)
+    return proc, first, stopped_after, stragglers
+
+
 def _wait_group_gone(pgid: int, timeout: float = 30) -> list[psutil.Process]:
     """Wait for the run's other processes (fork server, workers) to end; kill any still there."""
     deadline = time.monotonic() + timeout
@@ -301,19 +321,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_records(mnist_root, bench_env, 
     # EWC trains long enough that the interrupt surely finds it running.
     args = run_args(mnist_root, results, "--set", "strategies.ewc.epochs=40")
     log = tmp_path / "interrupted-run.log"
-    proc = _start(args, bench_env, log)
-    try:
-        first = _wait_for_record(proc, results / "runs", log)
-        time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
-        sent = time.monotonic()
-        proc.wait(timeout=60)
-        stopped_after = time.monotonic() - sent
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        stragglers = _wait_group_gone(proc.pid)
+    proc, first, stopped_after, stragglers = _interrupt_after_first_record(args, bench_env, results, log, 60)
     output = log.read_text()
     assert proc.returncode == cli.EXIT_INTERRUPTED, output[-3000:]
     assert stopped_after < 15, f"took {stopped_after:.1f} s to stop"
