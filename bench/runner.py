@@ -85,12 +85,18 @@ def compute_record(config: dict[str, Any], data_root: str, threads: int, device:
     """Train the cell and return its record, ok or failed: what every executor's worker does.
 
     A cell's own exception is its result (a failed record with the traceback), not an error."""
+    from bench import registry
     from bench.cell import run_cell
+    from bench.provenance import code_fingerprint
 
     start = time.time()
     try:
-        return run_cell(config, data_root, threads=threads, progress=progress, bar_position=bar_position,
-                        device=device, log=log, log_dir=log_dir)
+        # the code on disk as the cell starts (its strategy is imported now): store_result checks
+        # it against the fingerprint the run was planned with, which the record names
+        code_ran = code_fingerprint(registry.get(config["strategy"]).module.__name__)
+        record = run_cell(config, data_root, threads=threads, progress=progress, bar_position=bar_position,
+                          device=device, log=log, log_dir=log_dir)
+        return {**record, "code_ran": code_ran}
     except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, not raised
         return failed_record(config, f"{type(exc).__name__}: {exc}",
                              {"traceback": traceback.format_exc(), "time_s": round(time.time() - start, 2),
@@ -130,6 +136,13 @@ def store_result(cell: Cell, record: dict[str, Any], wanted: dict[str, Any],
 
     When an ok record already there is kept instead, the returned record says so
     in `not_stored` (in memory only)."""
+    ran = record.pop("code_ran", cell.code)
+    if ran != cell.code and record.get("status") == "ok":
+        # The record would name the code the run was planned with, but the cell ran other code
+        # (edited or checked out since): not a result of either; a later run trains it again.
+        record = failed_record(cell.config, f"the code changed after the run was planned (the cell ran code "
+                                            f"{ran}, the run planned {cell.code}): run it again",
+                               {k: record[k] for k in ("time_s", "device", "threads") if k in record})
     record.update(run_id=cell.run_id, code=cell.code, **stamp)
     if not store_record(cell.path, record, wanted, tag=cell.run_id):
         record["not_stored"] = f"the ok record already at {cell.path} is kept"

@@ -483,3 +483,22 @@ def test_two_identical_runs_train_each_cell_once(mnist_root, bench_env, tmp_path
     recs = records(results)
     assert len(recs) == 4 and all(r["status"] == "ok" for r in recs.values())
     assert leftovers(results) == [] and not list(results.glob("runs/*.claim"))
+
+
+def test_a_cell_that_ran_other_code_than_planned_is_not_recorded_ok(tmp_path):
+    """Code edited (or checked out) between planning a run and starting a cell: the cell ran
+    code its record would not name, so it is stored failed and trained again by a later run."""
+    from bench.runner import Cell, store_result
+
+    config = {"dataset": "mnist", "scenario": "class-il", "strategy": "naive", "seed": 0, "hash": "h"}
+    cell = Cell(config, tmp_path / "r.json", code="planned", run_id="ours")
+    wanted = identity(config, "planned", "cpu", 1)
+    ok = {**ok_record_for(cell, run_id="ours"), "code_ran": "edited"}
+    stored = store_result(cell, ok, wanted, {})
+    assert stored["status"] == "failed" and "code changed after the run was planned" in stored["error"]
+    on_disk = json.loads(cell.path.read_text())
+    assert on_disk["status"] == "failed" and on_disk["code"] == "planned" and "code_ran" not in on_disk
+    # the same code as planned: stored ok, without the check's field
+    stored = store_result(cell, {**ok, "code_ran": "planned"}, wanted, {})
+    assert stored["status"] == "ok" and json.loads(cell.path.read_text())["status"] == "ok"
+    assert "code_ran" not in json.loads(cell.path.read_text())
