@@ -551,3 +551,21 @@ def test_two_part_forward_equals_dense(spec):
         assert bool(cols.any()) and not bool(cols.all())
         torch.testing.assert_close(first[:, cols], full[:, cols], rtol=1e-5, atol=1e-6)
         assert bool((first[:, ~cols] == 0).all())
+
+
+def test_task_il_outputs_of_a_smaller_head_are_not_beaten_by_padding():
+    """Avalanche pads a smaller head's outputs with zeros up to the largest head, and a zero beats
+    logits that are all negative; an IB head's prediction must be one of its own classes."""
+    model = IBNet(MLP, multi_head=True)
+    for task, classes in ((0, 2), (1, 5)):
+        model.heads[str(task)] = torch.nn.Linear(model.features.out_features, classes)
+        model.known_train_tasks_labels.add(task)
+        model.max_class_label = max(model.max_class_label, classes)
+    with torch.no_grad():
+        model.heads["0"].weight.zero_()
+        model.heads["0"].bias.fill_(-5.0)  # every logit of task 0 negative
+    model.eval()
+    x = images(2, 4, seed=5)[0]
+    with torch.no_grad():
+        out = model(x, torch.zeros(len(x), dtype=torch.long))
+    assert bool((out.argmax(1) < 2).all())

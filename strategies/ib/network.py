@@ -5,9 +5,9 @@ import math
 from typing import Any, Optional
 
 import torch
-from avalanche.models import MultiTaskModule
 from torch import nn
 
+from bench.heads import MultiHeadModule
 from bench.models import (BackboneSpec, Preprocess, after_layer, before_layer, flatten_after, make_layer,
                           pool_after)
 
@@ -228,10 +228,11 @@ def _pad_linear_inputs(linear: nn.Linear, n: int) -> None:
     linear.in_features += n
 
 
-class IBNet(MultiTaskModule):
+class IBNet(MultiHeadModule):
     """IB-gated backbone with one head per task (multi_head) or one growing head (Class-IL).
 
-    `last_features` holds the features of the latest forward, for nearest-class-mean scoring.
+    Multi-head outputs of a smaller head are padded with bench.heads.MultiHeadModule.PAD, not
+    Avalanche's zeros, which beat a head whose logits are all negative. `last_features` holds the features of the latest forward, for nearest-class-mean scoring.
     """
 
     def __init__(self, spec: BackboneSpec, multi_head: bool, **gate_kwargs):
