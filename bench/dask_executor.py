@@ -139,11 +139,9 @@ def connect(scheduler: str | None, jobs: int, worker_resources: dict[str, float]
         except (OSError, TimeoutError, ValueError) as exc:
             raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     else:
-        # no dashboard, so no use for the workers' statistical profiler, which samples every
-        # 10 ms the Python-heavy training loop it shares the interpreter with
+        # (the profiler is turned off by CellWorker, on every worker alike)
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                              "distributed.nanny.pre-spawn-environ": _worker_environ(),
-                              "distributed.worker.profile.enabled": False}):
+                              "distributed.nanny.pre-spawn-environ": _worker_environ()}):
             # memory_limit=0: no per-worker cap, the system decides, as with the local pool
             cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, host=HOST,
                                    dashboard_address=None, memory_limit=0, resources=worker_resources)

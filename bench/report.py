@@ -33,8 +33,6 @@ from bench.summary import (COSTS, DDOF, DIRTY_MARK, KEY, OLD_CODE_MARK, STRATEGY
 from bench.tables import (MISSING, csv_frame, format_table, latex_table, markdown_table,  # noqa: F401
                           split_by_budget, write_tables)
 
-_save = save_png  # scripts/compression.py imports it under this name
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Rebuild tables and plots for a results directory and print the tables."""

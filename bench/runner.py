@@ -68,16 +68,21 @@ def failed_record(config: dict[str, Any], error: str, extra: dict[str, Any] | No
             "metrics": None, **(extra or {})}
 
 
-def cell_provenance(config: dict[str, Any]) -> dict[str, Any]:
-    """Provenance (bench.provenance) of the code that a cell of `config` runs."""
+def strategy_module(config: dict[str, Any]) -> str | None:
+    """The module of the cell's strategy (None for a name the registry does not know)."""
     from bench import registry
-    from bench.provenance import provenance
 
     try:
-        module = registry.get(config["strategy"]).module.__name__
+        return registry.get(config["strategy"]).module.__name__
     except KeyError:
-        module = None
-    return provenance(module)
+        return None
+
+
+def cell_provenance(config: dict[str, Any]) -> dict[str, Any]:
+    """Provenance (bench.provenance) of the code that a cell of `config` runs."""
+    from bench.provenance import provenance
+
+    return provenance(strategy_module(config))
 
 
 def compute_record(config: dict[str, Any], data_root: str, threads: int, device: str, progress: bool = False,
@@ -85,7 +90,6 @@ def compute_record(config: dict[str, Any], data_root: str, threads: int, device:
     """Train the cell and return its record, ok or failed: what every executor's worker does.
 
     A cell's own exception is its result (a failed record with the traceback), not an error."""
-    from bench import registry
     from bench.cell import run_cell
     from bench.provenance import code_fingerprint
 
@@ -93,7 +97,7 @@ def compute_record(config: dict[str, Any], data_root: str, threads: int, device:
     try:
         # the code on disk as the cell starts (its strategy is imported now): store_result checks
         # it against the fingerprint the run was planned with, which the record names
-        code_ran = code_fingerprint(registry.get(config["strategy"]).module.__name__)
+        code_ran = code_fingerprint(strategy_module(config))
         record = run_cell(config, data_root, threads=threads, progress=progress, bar_position=bar_position,
                           device=device, log=log, log_dir=log_dir)
         return {**record, "code_ran": code_ran}

@@ -31,7 +31,6 @@ import itertools
 import json
 import random
 import shlex
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

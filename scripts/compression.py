@@ -315,7 +315,9 @@ def write_outputs(rows: list[dict], text: str, results: Path, spec: BackboneSpec
                   ) -> list[Path]:
     import pandas as pd
 
-    from bench.report import _save, atomic_write, markdown_table
+    from bench.files import atomic_write
+    from bench.plots import save_png
+    from bench.tables import markdown_table
 
     cols = ["mode", "setting", "channels kept per layer", "channels kept", "params kept",
             "off-target channels", "test acc, compressed", "test acc", "time (s)"]
@@ -357,7 +359,7 @@ def write_outputs(rows: list[dict], text: str, results: Path, spec: BackboneSpec
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"CIFAR-10, {spec.name}: accuracy against kept fraction")
         ax.legend(fontsize=8)
-        paths.append(_save(fig, results / "plots" / f"{stem}.png"))
+        paths.append(save_png(fig, results / "plots" / f"{stem}.png"))
     finally:
         plt.close(fig)
     return paths

@@ -20,7 +20,8 @@ from pathlib import Path
 import cloudpickle
 import psutil
 import pytest
-from conftest import FAST, REPO_ROOT, leftovers, records
+from conftest import REPO_ROOT, leftovers, records
+from test_runner import NAIVE, _interrupt_after_first_record, assert_same_records, run_args
 
 from bench import cli
 
@@ -34,11 +35,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the official:User
 # What records of the same cell must agree on, whichever executor ran it.
 SAME = ("status", "config", "acc_matrix", "metrics", "params", "extra_state_bytes", "data_checksums",
         "data_official", "device", "threads", "versions", "git_commit", "data_root")
-
-
-def run_args(data_root: Path, results: Path, *extra: str, strategies: str = "naive,ewc") -> list[str]:
-    return ["run", "--scenario", "class-il", "--data-root", str(data_root), "--results", str(results),
-            "--strategies", strategies, *FAST, *extra]
 
 
 def children() -> set[int]:
@@ -61,16 +57,6 @@ def assert_none_left(before: set[int], timeout: float = 30) -> None:
     assert children() - before == set()
 
 
-def assert_same_records(ours: Path, reference: Path) -> None:
-    ref, got = records(reference), records(ours)
-    assert sorted(got) == sorted(ref) and len(ref) == 2
-    for name in ref:
-        assert ref[name]["status"] == "ok"
-        for key in SAME:
-            assert got[name][key] == ref[name][key], (name, key)
-    assert leftovers(ours) == []
-
-
 @pytest.fixture(scope="module")
 def local_results(mnist_root, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("local")
@@ -85,10 +71,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def hand_started(tmp_path_factory, bench_cache):
+def hand_started(bench_cache):
     """`dask scheduler` and three `dask worker` processes on 127.0.0.1: two offer a fake GPU resource
     (K=2 processes sharing one device), one offers none. Stopped, and checked gone, at the end."""
-    folder = tmp_path_factory.mktemp("dask")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "BENCH_CACHE_DIR": str(bench_cache),
            "PYTHONWARNINGS": "ignore"}
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -123,7 +108,7 @@ def test_hand_started_scheduler_gives_the_local_records(hand_started, local_resu
     address, _ = hand_started
     results = tmp_path / "dask"
     assert cli.main(run_args(mnist_root, results, "--executor", "dask", "--scheduler", address)) == 0
-    assert_same_records(results, local_results)
+    assert_same_records(results, local_results, SAME)
     err = capsys.readouterr().err
     assert f"dask: 3 workers at {address}" in err and "finished: 2 ok, 0 failed" in err
     assert all(r["dask_worker"].startswith("tcp://127.0.0.1:") for r in records(results).values())
@@ -137,7 +122,7 @@ def test_embedded_cluster_gives_the_local_records_and_leaves_no_process(local_re
     before = children()
     results = tmp_path / "embedded"
     assert cli.main(run_args(mnist_root, results, "--executor", "dask", "--jobs", "2")) == 0
-    assert_same_records(results, local_results)
+    assert_same_records(results, local_results, SAME)
     assert "2 workers at an embedded LocalCluster of 2 workers on 127.0.0.1" in capsys.readouterr().err
     assert_none_left(before)
 
@@ -266,7 +251,6 @@ def test_ctrl_c_cancels_the_running_cell_and_keeps_finished_records(mnist_root, 
     trains on the embedded cluster: as with the local pool, the run stops at once with exit 130 (not
     after EWC's 1000 epochs), naive's record stays, EWC has none and is listed as not run, and no
     Dask process outlives the run."""
-    from test_runner import NAIVE, _interrupt_after_first_record
 
     results = tmp_path / "ctrl-c"
     # EWC trains long enough that the interrupt surely finds it running.

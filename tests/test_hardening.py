@@ -6,7 +6,6 @@ concurrency tests train tiny fake-MNIST cells.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing as mp
 import os
 import shutil

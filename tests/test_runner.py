@@ -37,6 +37,17 @@ def run_args(data_root: Path, results: Path, *extra: str, strategies: str = "nai
             "--strategies", strategies, *FAST, *extra]
 
 
+def assert_same_records(ours: Path, reference: Path, keys: tuple[str, ...]) -> None:
+    """Both folders hold the same two ok records, equal in `keys`, and nothing half-written."""
+    ref, got = records(reference), records(ours)
+    assert sorted(got) == sorted(ref) and len(ref) == 2
+    for name in ref:
+        assert ref[name]["status"] == "ok"
+        for key in keys:
+            assert got[name][key] == ref[name][key], (name, key)
+    assert leftovers(ours) == []
+
+
 def named(recs: dict[str, dict], prefix: str) -> tuple[str, dict]:
     [(name, rec)] = [(n, r) for n, r in recs.items() if n.startswith(prefix)]
     return name, rec
@@ -96,12 +107,8 @@ def test_finished_ok_needs_a_whole_ok_record_of_the_same_identity(tmp_path):
 def test_serial_and_parallel_runs_give_identical_records(reference, mnist_root, tmp_path):
     parallel = tmp_path / "parallel"
     assert cli.main(run_args(mnist_root, parallel, "--jobs", "2")) == 0
-    ref, par = records(reference), records(parallel)
-    assert sorted(ref) == sorted(par) and len(ref) == 2
-    for name in ref:
-        assert ref[name]["status"] == "ok"
-        for key in SAME:
-            assert par[name][key] == ref[name][key], (name, key)
+    assert_same_records(parallel, reference, SAME)
+    par = records(parallel)
     # The thread count is a property of the cell, not of --jobs: it fixes the float results.
     assert {r["threads"] for r in par.values()} == {1}
 
