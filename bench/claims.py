@@ -11,6 +11,8 @@ the claiming process keeps an exclusive lock (flock) on it while it lives.
 - A claim from another host is honoured (its pid cannot be checked from here)
   unless the run is given `force`.
 - A claim held by a live process on this host is always honoured.
+- A stale claim beside a record that is already done (its run was killed between storing
+  the record and releasing the claim) is cleared by the next run that finds the cell done.
 These functions do not care how the cell is executed (worker processes, a
 cluster): claim -> dispatch -> store the record -> release, all in the client.
 """
@@ -125,6 +127,19 @@ def claim(record: Path, run_id: str, force: bool = False) -> Claim:
         _write(fd, run_id)
         return Claim(path, fd, taken_over=owner or {})
     raise Held(path, _read_path(path))
+
+
+def clear_stale(record: Path) -> bool:
+    """Remove the stale claim next to a record that is already done: a run killed between
+    storing a record and releasing its claim leaves one, and no later run would claim the
+    cell again to take it over. A claim held by a live run stays. True when one was removed."""
+    if not claim_path(record).exists():
+        return False
+    try:
+        claim(record, run_id="clear-stale").release()
+    except Held:
+        return False
+    return True
 
 
 def _same_file(path: Path, fd: int) -> bool:

@@ -127,7 +127,7 @@ def check_log_executor(log: tuple[str, ...], executor: str, shared_results: bool
 
 
 def cmd_run(args, argv: list[str]) -> int:
-    from bench import loggers
+    from bench import claims, loggers
     from bench.runner import print_line
 
     try:
@@ -144,6 +144,7 @@ def cmd_run(args, argv: list[str]) -> int:
     todo = [cell for cell, exists in planned if not exists]
     for cell in done:
         print_line(f"already done: {cell.label} ({cell.path})")
+        claims.clear_stale(cell.path)
     if log and done:  # the loggers watch training; a finished cell is not trained again for them
         print_line(f"--log: no logs for the {len(done)} cell(s) already done (nothing trained); "
                    f"--force retrains them with logs")

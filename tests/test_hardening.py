@@ -501,3 +501,20 @@ def test_a_cell_that_ran_other_code_than_planned_is_not_recorded_ok(tmp_path):
     stored = store_result(cell, {**ok, "code_ran": "planned"}, wanted, {})
     assert stored["status"] == "ok" and json.loads(cell.path.read_text())["status"] == "ok"
     assert "code_ran" not in json.loads(cell.path.read_text())
+
+
+def test_a_stale_claim_beside_a_done_record_is_cleared_by_the_next_run(tmp_path):
+    """A run killed between storing a record and releasing its claim leaves the claim; the cell
+    is done, so no run claims it again: the next run that finds it done clears the stale claim,
+    while a live run's claim stays."""
+    record = tmp_path / "r.json"
+    # a pid above Linux's largest (2**22): no process has it
+    claims.claim_path(record).write_text(json.dumps({"pid": 2**22 + 7, "host": claims.HOST,
+                                                     "started": time.time(), "run_id": "dead"}))
+    assert claims.clear_stale(record) and not claims.claim_path(record).exists()
+    assert not claims.clear_stale(record)  # nothing to clear
+    live = claims.claim(record, run_id="live")
+    try:
+        assert not claims.clear_stale(record) and claims.claim_path(record).exists()
+    finally:
+        live.release()
