@@ -500,7 +500,8 @@ def dense_features(feats, x: torch.Tensor) -> torch.Tensor:
 
 def half_frozen(spec: BackboneSpec, seed: int = 0):
     """Features with about half the channels frozen after task 0 and a quarter after task 1 (their
-    weights from unfrozen channels 0, as after a task), the free ones nearly noiseless."""
+    weights from unfrozen channels 0, as after a task), the free ones nearly noiseless; one frozen
+    gate is negative."""
     torch.manual_seed(seed)
     feats = IBNet(spec, multi_head=True).features
     with torch.no_grad():
@@ -516,6 +517,9 @@ def half_frozen(spec: BackboneSpec, seed: int = 0):
                     cols = ~feats.input_mask(i, prev.frozen & (prev.since <= task))
                     gated.layer.weight[rows.view(-1, 1) & cols.view(1, -1)] = 0.0
             gated.log_sigma[~gated.frozen] = -20.0
+        # a negative gate (the first layer's channel 0, frozen after task 0) cannot be folded into
+        # the weights: that layer takes the other path
+        feats.layers[0].mu[0] = -0.5
     return feats
 
 

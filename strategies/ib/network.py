@@ -63,25 +63,36 @@ class GatedLayer(nn.Module):
             gate = torch.where(keep, self.mu, torch.zeros_like(self.mu)).view(shape)
         return z * gate
 
-    def rows(self, h: torch.Tensor, rows: torch.Tensor, cols: Optional[torch.Tensor] = None,
+    def rows(self, inputs: list[tuple[torch.Tensor, Optional[torch.Tensor]]], rows: torch.Tensor,
              noisy: bool = False) -> torch.Tensor:
-        """Gated output of the channels `rows` only, reading the inputs `cols` of h (all when None):
-        the gate is mu, or mu + sigma * eps when noisy."""
+        """Gated output of the channels `rows` only, from inputs given in parts: each (h, cols) is a
+        tensor holding the input channels `cols` (all when None) in their order; the parts' weighted
+        sums add up. The gate is mu, or mu + sigma * eps when noisy."""
+        mu = self.mu.index_select(0, rows)
         w = self.layer.weight.index_select(0, rows)
-        if cols is not None:
-            w = w.index_select(1, cols)
         b = self.layer.bias.index_select(0, rows)
-        if self.conv:
-            z = nn.functional.conv2d(h, w, b, self.layer.stride, self.layer.padding, self.layer.dilation)
-        else:
-            z = nn.functional.linear(h, w, b)
+        # relu(a) * mu == relu(a * mu) for mu > 0: a deterministic positive gate is folded into the
+        # weights, which saves a pass over the (large) output map
+        fold = not noisy and bool((mu > 0).all())
+        if fold:
+            w, b = w * mu.view(-1, *([1] * (w.dim() - 1))), b * mu
+        z = None
+        for h, cols in inputs:
+            part = w if cols is None else w.index_select(1, cols)
+            bias = b if z is None else None
+            if self.conv:
+                out = nn.functional.conv2d(h, part, bias, self.layer.stride, self.layer.padding, self.layer.dilation)
+            else:
+                out = nn.functional.linear(h, part, bias)
+            z = out if z is None else z + out
         z = torch.relu(z)
+        if fold:
+            return z
         shape = (1, -1, 1, 1) if z.dim() == 4 else (1, -1)
-        mu = self.mu.index_select(0, rows).view(shape)
         if not noisy:
-            return z * mu
+            return z * mu.view(shape)
         sigma = self.log_sigma.exp().index_select(0, rows).view(shape)
-        return z * (mu + sigma * torch.randn_like(z))
+        return z * (mu.view(shape) + sigma * torch.randn_like(z))
 
 
 class IBFeatures(nn.Module):
@@ -141,23 +152,29 @@ class IBFeatures(nn.Module):
 
     def _in_parts(self, h: torch.Tensor, fixed: list[torch.Tensor], train_rest: bool) -> torch.Tensor:
         """`fixed` channels with gate mu, without gradients; with train_rest, the other channels
-        with noisy gates, reading all channels below; without, the other channels are 0."""
-        compact = full = before_layer(self.spec, 0, h)
-        last = len(self.layers) - 1
+        with noisy gates, reading all channels below; without, the other channels are 0.
+
+        The two parts stay separate tensors up to the last layer (a free channel reads both), so
+        no layer's full-width map is assembled but the last one's."""
+        compact = before_layer(self.spec, 0, h)  # the fixed channels of the layer below (first: the input)
+        rest = None  # its free channels
         for i, gated in enumerate(self.layers):
             rows = fixed[i].nonzero().flatten()
             cols = None if i == 0 else self.input_mask(i, fixed[i - 1]).nonzero().flatten()
             with torch.no_grad():
-                z_fixed = pool_after(self.spec, i, gated.rows(compact, rows, cols))
-            z = _scatter(z_fixed, rows, gated.width)
+                z_fixed = pool_after(self.spec, i, gated.rows([(compact, cols)], rows))
             if train_rest:
-                rest = (~fixed[i]).nonzero().flatten()
-                z_rest = pool_after(self.spec, i, gated.rows(full, rest, noisy=True))
-                z = z.index_copy(1, rest, z_rest)
-            if train_rest or i == last:
-                full = flatten_after(self.spec, i, z)
+                free = (~fixed[i]).nonzero().flatten()
+                inputs = [(compact, cols)]
+                if rest is not None:
+                    inputs.append((rest, self.input_mask(i, ~fixed[i - 1]).nonzero().flatten()))
+                rest = flatten_after(self.spec, i, pool_after(self.spec, i, gated.rows(inputs, free, noisy=True)))
             compact = flatten_after(self.spec, i, z_fixed)
-        return full
+        last = len(self.layers)
+        out = _scatter(compact, self.input_mask(last, fixed[-1]).nonzero().flatten(), self.out_features)
+        if train_rest:
+            out = out.index_copy(1, self.input_mask(last, ~fixed[-1]).nonzero().flatten(), rest)
+        return out
 
     def active(self) -> list[torch.Tensor]:
         """Channels whose gate passes the threshold, per layer."""
@@ -198,9 +215,8 @@ class IBFeatures(nn.Module):
 
 
 def _scatter(part: torch.Tensor, channels: torch.Tensor, width: int) -> torch.Tensor:
-    """A [batch, len(channels), ...] tensor placed at `channels` of a zero [batch, width, ...] one."""
-    out = part.new_zeros((part.shape[0], width, *part.shape[2:]))
-    return out.index_copy(1, channels, part)
+    """A [batch, len(channels)] tensor placed at `channels` of a zero [batch, width] one."""
+    return part.new_zeros((part.shape[0], width)).index_copy(1, channels, part)
 
 
 def _flat_positions(spec: BackboneSpec) -> list[int]:
