@@ -405,6 +405,37 @@ def test_class_il_output_layer_trains():
     assert after[2:].abs().sum() > 0
 
 
+@pytest.mark.parametrize("head_reset", [True, False])
+def test_class_il_output_layer_restarts_each_task(head_reset):
+    """head_reset (reference I (c.2)): the single-head output layer starts each later task afresh,
+    old classes' rows included; without it the old rows carry over."""
+    from avalanche.core import SupervisedPlugin
+
+    bench = benchmark(task_il=False, n_tasks=2)
+    params = {"rate": 0.25, "gate_lr": 0.05, "sigma_init": 0.3, "head_reset": head_reset}
+    strategy, plugin, _ = strategy_for(MLP, False, params, memory=20)
+    strategy.train(bench.train_stream[0])
+    trained = strategy.model.head.weight.detach().clone()
+    at_start = []
+
+    class FirstStep(SupervisedPlugin):
+        def before_training_iteration(self, strategy, **kwargs):
+            if not at_start:
+                at_start.append(strategy.model.head.weight.detach().clone())
+
+    strategy.plugins.append(FirstStep())
+    strategy.train(bench.train_stream[1])
+    start = at_start[0]
+    assert start.shape[0] == 4  # widened for the new classes
+    old_rows = start[:2, : trained.shape[1]]
+    if head_reset:
+        assert not torch.isclose(old_rows, trained).any()
+        # the default nn.Linear init: uniform within 1/sqrt(fan_in)
+        assert bool((start.abs() <= 1 / math.sqrt(start.shape[1])).all())
+    else:
+        assert torch.equal(old_rows, trained)
+
+
 def test_reinitialised_channels_start_with_fresh_optimizer_state():
     from avalanche.core import SupervisedPlugin
 

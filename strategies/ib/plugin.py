@@ -27,13 +27,14 @@ class IBPlugin(SupervisedPlugin):
     def __init__(self, gamma: float = 1e-4, grow: Optional[int] = None, gate_lr: Optional[float] = None,
                  rate: Optional[float] = None, adaptive: Optional[dict[str, float]] = None, cap: bool = True,
                  ncm: Optional[bool] = None, ncm_means: str = "exemplars", memory: Any = None,
-                 ncm_normalize: bool = False):
+                 ncm_normalize: bool = False, head_reset: bool = True):
         super().__init__()
         self.gamma, self.grow_k, self.rate, self.cap = gamma, grow, rate, cap
         self.adaptive = dict(adaptive or {})  # AdaptiveGamma's keyword arguments (start, up, ...)
         self.ncm, self.ncm_means, self.memory = ncm, ncm_means, memory
         self.gate_lr = gate_lr
         self.ncm_normalize = ncm_normalize
+        self.head_reset = head_reset
         self.tasks_done = 0
         self.adaptive_gamma: Optional[AdaptiveGamma] = None  # with a rate, one per task
         # (parameter, mask of frozen entries, their values): restored after every step
@@ -231,6 +232,23 @@ class IBPlugin(SupervisedPlugin):
     def _hold(self, p: nn.Parameter, mask: torch.Tensor) -> None:
         if bool(mask.any()):
             self.frozen.append((p, mask, p.detach().clone()))
+
+    # -- Class-IL output layer -------------------------------------------------------
+
+    def after_train_dataset_adaptation(self, strategy, **kwargs):
+        # Before the model adaptation, which widens the head for the new classes by copying
+        # these rows, and before the optimizer is made: the whole head starts afresh.
+        if self.head_reset and self.tasks_done > 0:
+            self._reset_head(strategy.model)
+
+    @staticmethod
+    def _reset_head(model: IBNet) -> None:
+        """Fresh weights for the single-head output layer (reference I (c.2)).
+
+        The layer only shapes the features during training (prediction is by class means), and
+        it is re-learnt each task from the frozen old features, the new ones and the memory."""
+        if not model.multi_head and model.head is not None:
+            model.head.reset_parameters()
 
     # -- nearest class mean (Class-IL) ---------------------------------------------
 
