@@ -557,7 +557,8 @@ def half_frozen(spec: BackboneSpec, seed: int = 0):
 @pytest.mark.parametrize("spec", [MLP, CONV])
 def test_two_part_forward_equals_dense(spec):
     """Frozen channels as a compact network without gradients, free ones read everything: the
-    same features and the same gradients for the free channels as the dense forward."""
+    same features and the same gradients for the free channels as the dense forward; the free
+    rows' weights train as tensors of their own and go back into the layers at the task's end."""
     feats = half_frozen(spec)
     x = images(2, 8, seed=3)[0]
     feats.train()
@@ -565,15 +566,29 @@ def test_two_part_forward_equals_dense(spec):
     dense.square().sum().backward()
     want = {n: p.grad.clone() for n, p in feats.named_parameters()}
     feats.zero_grad(set_to_none=True)
+    before = [g.layer.weight.detach().clone() for g in feats.layers]
+    trained = feats.begin_task()
     parts = feats(x)
     torch.testing.assert_close(parts, dense, rtol=1e-5, atol=1e-6)
     parts.square().sum().backward()
-    for i, gated in enumerate(feats.layers):
-        for name in ("layer.weight", "layer.bias", "mu"):
+    for i, (gated, split) in enumerate(zip(feats.layers, feats._split)):
+        assert gated.layer.weight.grad is None  # the whole weight is out of the graph
+        free_rows = want[f"layers.{i}.layer.weight"][~gated.frozen]
+        for cols, w in zip(split.parts, split.weights):
+            torch.testing.assert_close(w.grad, free_rows if cols is None else free_rows[:, cols], rtol=1e-4, atol=1e-6)
+        for name in ("layer.bias", "mu"):
             got = dict(feats.named_parameters())[f"layers.{i}.{name}"].grad
             torch.testing.assert_close(got[~gated.frozen], want[f"layers.{i}.{name}"][~gated.frozen],
                                        rtol=1e-4, atol=1e-6)
             assert bool((got[gated.frozen] == 0).all())  # no gradient through the frozen part
+    with torch.no_grad():
+        for w in trained:  # what an optimizer step does to them
+            w.add_(1.0)
+    feats.end_task()
+    for gated, weight in zip(feats.layers, before):
+        assert gated.layer.weight.requires_grad
+        assert torch.equal(gated.layer.weight[gated.frozen], weight[gated.frozen])
+        assert torch.equal(gated.layer.weight[~gated.frozen], weight[~gated.frozen] + 1.0)
     feats.eval()
     with torch.no_grad():
         for gated in feats.layers:  # some free channels inactive at test time
@@ -604,3 +619,17 @@ def test_task_il_outputs_of_a_smaller_head_are_not_beaten_by_padding():
     with torch.no_grad():
         out = model(x, torch.zeros(len(x), dtype=torch.long))
     assert bool((out.argmax(1) < 2).all())
+
+
+def test_gate_noise_keeps_the_maps_shape_and_layout():
+    from strategies.ib.network import _noise_like
+
+    torch.manual_seed(0)
+    for z in (torch.zeros(16, 8, 12, 12).contiguous(memory_format=torch.channels_last), torch.zeros(16, 8, 12, 12),
+              torch.zeros(2048, 8)):
+        eps = _noise_like(z)
+        assert eps.shape == z.shape and eps.stride() == z.stride()
+        assert abs(float(eps.mean())) < 0.05 and abs(float(eps.std()) - 1.0) < 0.05
+        # independent across channels and positions (a map made of repeated draws is not)
+        flat = eps.permute(1, 0, *range(2, eps.dim())).reshape(eps.shape[1], -1)
+        assert float(torch.corrcoef(flat).fill_diagonal_(0).abs().max()) < 0.1

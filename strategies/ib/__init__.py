@@ -57,12 +57,15 @@ The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
   first: re-initialised channels start fresh; all other trained entries are frozen
   anyway, except the Class-IL output layer, whose moments restart with each task too.
 * **Cost.** Frozen channels read only frozen channels, so while a task trains they run as a
-  compact network without gradients and only the free channels (which read every channel
-  below, from the two parts, which stay separate tensors up to the last layer) take part in
-  the backward pass; at test time only the channels past the threshold are computed, and a
-  frozen Task-IL head's features only from the channels frozen by its task. A deterministic
-  positive gate is folded into its channel's weights (relu(a) * mu = relu(mu * a) for mu > 0).
-  Same function as the dense forward (tested); noise is drawn for free channels only.
+  compact network without gradients (its weights cut once per task, a positive gate folded in:
+  relu(a) * mu = relu(mu * a) for mu > 0) and only the free channels, which read every channel
+  below from the two parts, take part in the backward pass. The free rows' weights are tensors
+  of their own for the task (``IBFeatures.begin_task`` / ``end_task``): gradients, the
+  optimizer's step and its state cover them only, not the layers' mostly frozen weights. At
+  test time only the channels past the threshold are computed, and a frozen Task-IL head's
+  features only from the channels frozen by its task. Same function as the dense forward
+  (tested). Noise is drawn for free channels only, and for a channels-last map as a contiguous
+  tensor (torch's CPU sampler is about 8x slower filling channels-last memory).
 * **Report.** Per task: active channels and width per layer, channels grown and capped,
   parameters, the sparsity term and the task's training time (``train_s``).
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from functools import partial
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ class GatedLayer(nn.Module):
             sigma = self.log_sigma.exp()
             if not frozen_noise:
                 sigma = torch.where(self.frozen, torch.zeros_like(sigma), sigma)
-            eps = torch.randn_like(z)
+            eps = _noise_like(z)
             gate = self.mu.view(shape) + sigma.view(shape) * eps
         else:
             if keep is None:
@@ -63,36 +64,104 @@ class GatedLayer(nn.Module):
             gate = torch.where(keep, self.mu, torch.zeros_like(self.mu)).view(shape)
         return z * gate
 
+    def linear_map(self, h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        """The layer's conv or linear map with the given weights (some of its rows, some inputs)."""
+        if self.conv:
+            return nn.functional.conv2d(h, weight, bias, self.layer.stride, self.layer.padding, self.layer.dilation)
+        return nn.functional.linear(h, weight, bias)
+
     def rows(self, inputs: list[tuple[torch.Tensor, Optional[torch.Tensor]]], rows: torch.Tensor,
-             noisy: bool = False) -> torch.Tensor:
-        """Gated output of the channels `rows` only, from inputs given in parts: each (h, cols) is a
-        tensor holding the input channels `cols` (all when None) in their order; the parts' weighted
-        sums add up. The gate is mu, or mu + sigma * eps when noisy."""
-        mu = self.mu.index_select(0, rows)
-        w = self.layer.weight.index_select(0, rows)
-        b = self.layer.bias.index_select(0, rows)
-        # relu(a) * mu == relu(a * mu) for mu > 0: a deterministic positive gate is folded into the
-        # weights, which saves a pass over the (large) output map
-        fold = not noisy and bool((mu > 0).all())
-        if fold:
-            w, b = w * mu.view(-1, *([1] * (w.dim() - 1))), b * mu
+             pool: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Output of the channels `rows` only, with the deterministic gate mu, pooled by `pool`, from
+        inputs given in parts: each (h, cols) is a tensor holding the input channels `cols` (all
+        when None) in their order; the parts' weighted sums add up."""
+        w, b, mu = _folded(self.layer.weight.index_select(0, rows), self.layer.bias.index_select(0, rows),
+                           self.mu.index_select(0, rows))
         z = None
         for h, cols in inputs:
-            part = w if cols is None else w.index_select(1, cols)
-            bias = b if z is None else None
-            if self.conv:
-                out = nn.functional.conv2d(h, part, bias, self.layer.stride, self.layer.padding, self.layer.dilation)
-            else:
-                out = nn.functional.linear(h, part, bias)
+            out = self.linear_map(h, w if cols is None else w.index_select(1, cols), b if z is None else None)
             z = out if z is None else z + out
-        z = torch.relu(z)
-        if fold:
-            return z
+        return _deterministic(z, mu, pool)
+
+
+class FreeRows:
+    """One layer's split for a task's training (made by IBFeatures.begin_task, undone by end_task).
+
+    The frozen rows cannot change during the task: they are kept as one compact block (their gate
+    folded in where it can be), read without gradients. The free rows' weights become tensors of
+    their own, one per part of the layer below (its frozen and its free channels): the optimizer
+    trains these in place of the layer's weight, so its step, its state and the gradients cover
+    the free rows only, and no per-step indexing of the full weight is left.
+    """
+
+    def __init__(self, gated: GatedLayer, parts: list[Optional[torch.Tensor]],
+                 pool: Callable[[torch.Tensor], torch.Tensor]):
+        self.gated, self.pool = gated, pool
+        self.parts = parts  # the layer-below columns each part holds (None: the whole input)
+        self.free = (~gated.frozen).nonzero().flatten()
+        fixed = gated.frozen.nonzero().flatten()
+        with torch.no_grad():
+            weight = gated.layer.weight
+            block = weight.index_select(0, fixed)
+            if parts[0] is not None:  # frozen rows read only the frozen part below
+                block = block.index_select(1, parts[0])
+            self.fixed = _folded(block, gated.layer.bias.index_select(0, fixed), gated.mu.index_select(0, fixed))
+            rows = weight.index_select(0, self.free)
+            self.weights = [nn.Parameter(rows if cols is None else rows.index_select(1, cols)) for cols in parts]
+
+    def fixed_out(self, h: torch.Tensor) -> torch.Tensor:
+        """The frozen rows' pooled output (gate mu)."""
+        w, b, mu = self.fixed
+        with torch.no_grad():
+            return _deterministic(self.gated.linear_map(h, w, b), mu, self.pool)
+
+    def free_out(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """The free rows' pooled output with noisy gates mu + sigma * eps, from the parts below in order."""
+        gated = self.gated
+        z = gated.linear_map(inputs[0], self.weights[0], gated.layer.bias.index_select(0, self.free))
+        for h, w in zip(inputs[1:], self.weights[1:]):
+            z = z + gated.linear_map(h, w, None)
+        z = torch.relu_(z)  # in place: the map's backward needs only its inputs
         shape = (1, -1, 1, 1) if z.dim() == 4 else (1, -1)
-        if not noisy:
-            return z * mu.view(shape)
-        sigma = self.log_sigma.exp().index_select(0, rows).view(shape)
-        return z * (mu.view(shape) + sigma * torch.randn_like(z))
+        mu = gated.mu.index_select(0, self.free).view(shape)
+        sigma = gated.log_sigma.exp().index_select(0, self.free).view(shape)
+        return self.pool(z * torch.addcmul(mu, sigma, _noise_like(z)))
+
+    def write_back(self) -> None:
+        """The free rows' trained weights into the layer's weight."""
+        with torch.no_grad():
+            weight = self.gated.layer.weight
+            for cols, w in zip(self.parts, self.weights):
+                if cols is None:
+                    weight[self.free] = w
+                else:
+                    weight[self.free.view(-1, 1), cols.view(1, -1)] = w
+
+
+def _folded(w: torch.Tensor, b: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """(w, b, mu) of rows gated by a deterministic mu; relu(a) * mu == relu(a * mu) for mu > 0, so a
+    positive gate is folded into the weights (mu None), which saves a pass over the output map."""
+    if bool((mu > 0).all()):
+        return w * mu.view(-1, *([1] * (w.dim() - 1))), b * mu, None
+    return w, b, mu
+
+
+def _noise_like(z: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like z and in its memory layout. A channels-last map's noise is
+    drawn as a contiguous [n, h, w, c] tensor: torch's CPU sampler is several times slower when
+    it fills a channels-last tensor (randn_like) than a contiguous one."""
+    if z.dim() == 4 and not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = z.shape
+        return torch.randn(n, h, w, c, dtype=z.dtype, device=z.device).permute(0, 3, 1, 2)
+    return torch.randn_like(z)
+
+
+def _deterministic(z: torch.Tensor, mu: Optional[torch.Tensor], pool: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """pool(relu(z) * mu); with the gate folded in (mu None), pooled before the relu, which
+    commutes with max-pooling, so the relu runs on the smaller map."""
+    if mu is None:
+        return torch.relu_(pool(z))
+    return pool(torch.relu_(z) * mu.view((1, -1, 1, 1) if z.dim() == 4 else (1, -1)))
 
 
 class IBFeatures(nn.Module):
@@ -109,6 +178,8 @@ class IBFeatures(nn.Module):
                                     for i in range(len(spec.layers)))
         # positions per channel where a conv map is flattened into the next linear layer (1 otherwise)
         self.spatial = _flat_positions(spec)
+        self._split: Optional[list[FreeRows]] = None  # while a task trains in two parts
+        self._out_cols: tuple[torch.Tensor, torch.Tensor] = ()  # its frozen and free output columns
 
     @property
     def widths(self) -> list[int]:
@@ -121,25 +192,49 @@ class IBFeatures(nn.Module):
     def forward(self, x: torch.Tensor, upto: Optional[int] = None) -> torch.Tensor:
         """The last hidden layer's features, all channels in their order.
 
-        Frozen channels read only frozen channels (their other input weights are 0), so once some
-        are frozen the network is computed in two parts: the frozen channels as a compact network
-        without gradients, and the free channels, which read every channel of the layer below.
-        At test time only the channels past the threshold are computed (the others' gate is 0);
-        `upto` keeps only those frozen by the end of that task (counted from 0), the channels a
-        frozen Task-IL head reads. Same function as the dense forward, at the cost of what it uses.
+        Frozen channels read only frozen channels (their other input weights are 0), so while a
+        task trains (after `begin_task`) the network is computed in two parts: the frozen channels
+        as a compact network without gradients, and the free channels, which read every channel
+        of the layer below. At test time only the channels past the threshold are computed (the
+        others' gate is 0); `upto` keeps only those frozen by the end of that task (counted from
+        0), the channels a frozen Task-IL head reads. Same function as the dense forward, at the
+        cost of what it uses.
         """
         h = self.preprocess(x)
         if self.training:
-            fixed = None if self.frozen_noise else [g.frozen for g in self.layers]
-            if fixed is not None and all(bool(f.any()) and not bool(f.all()) for f in fixed):
-                return self._in_parts(h, fixed, train_rest=True)
-            return self._dense(h)
+            return self._dense(h) if self._split is None else self._two_parts(h)
+        if self._split is not None:  # evaluated in the middle of a task
+            for split in self._split:
+                split.write_back()
         keep = [g.ratio2() >= self.threshold for g in self.layers]
         if upto is not None:
             keep = [k & (g.since >= 0) & (g.since <= upto) for k, g in zip(keep, self.layers)]
         if all(bool(k.any()) for k in keep):
-            return self._in_parts(h, keep, train_rest=False)
+            return self._kept(h, keep)
         return self._dense(h, keep)
+
+    def begin_task(self) -> list[nn.Parameter]:
+        """Splits every layer into its frozen and free rows for a task's training, when every layer
+        has both (and frozen channels run without noise); returns the free rows' weights, which
+        the optimizer trains in place of the layers' weights until `end_task`."""
+        fixed = [g.frozen for g in self.layers]
+        if self.frozen_noise or not all(bool(f.any()) and not bool(f.all()) for f in fixed):
+            return []
+        self._split = []
+        for i, gated in enumerate(self.layers):
+            parts = [None] if i == 0 else [self.input_mask(i, f).nonzero().flatten() for f in (fixed[i - 1], ~fixed[i - 1])]
+            self._split.append(FreeRows(gated, parts, partial(pool_after, self.spec, i)))
+            gated.layer.weight.requires_grad_(False)
+        last = len(self.layers)
+        self._out_cols = tuple(self.input_mask(last, f).nonzero().flatten() for f in (fixed[-1], ~fixed[-1]))
+        return [w for split in self._split for w in split.weights]
+
+    def end_task(self) -> None:
+        """The free rows' trained weights back into the layers, which train whole again."""
+        for split in self._split or []:
+            split.write_back()
+            split.gated.layer.weight.requires_grad_(True)
+        self._split = None
 
     def _dense(self, h: torch.Tensor, keep: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
         """Every channel of every layer (the parts need a fixed and, when training, a free channel
@@ -150,31 +245,25 @@ class IBFeatures(nn.Module):
             h = after_layer(self.spec, i, h)
         return h
 
-    def _in_parts(self, h: torch.Tensor, fixed: list[torch.Tensor], train_rest: bool) -> torch.Tensor:
-        """`fixed` channels with gate mu, without gradients; with train_rest, the other channels
-        with noisy gates, reading all channels below; without, the other channels are 0.
+    def _two_parts(self, h: torch.Tensor) -> torch.Tensor:
+        """Training after `begin_task`. The two parts stay separate tensors up to the last layer
+        (a free channel reads both), so no full-width map is assembled but the last one."""
+        compact = before_layer(self.spec, 0, h)  # the frozen channels of the layer below (first: the input)
+        rest: list[torch.Tensor] = []  # its free channels (first: none)
+        for i, split in enumerate(self._split):
+            rest = [flatten_after(self.spec, i, split.free_out([compact, *rest]))]
+            compact = flatten_after(self.spec, i, split.fixed_out(compact))
+        fixed_cols, free_cols = self._out_cols
+        return _scatter(compact, fixed_cols, self.out_features).index_copy(1, free_cols, rest[0])
 
-        The two parts stay separate tensors up to the last layer (a free channel reads both), so
-        no layer's full-width map is assembled but the last one's."""
-        compact = before_layer(self.spec, 0, h)  # the fixed channels of the layer below (first: the input)
-        rest = None  # its free channels
+    def _kept(self, h: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
+        """Evaluation: the `keep` channels with gate mu as a compact network; the others are 0."""
+        compact = before_layer(self.spec, 0, h)
         for i, gated in enumerate(self.layers):
-            rows = fixed[i].nonzero().flatten()
-            cols = None if i == 0 else self.input_mask(i, fixed[i - 1]).nonzero().flatten()
-            with torch.no_grad():
-                z_fixed = pool_after(self.spec, i, gated.rows([(compact, cols)], rows))
-            if train_rest:
-                free = (~fixed[i]).nonzero().flatten()
-                inputs = [(compact, cols)]
-                if rest is not None:
-                    inputs.append((rest, self.input_mask(i, ~fixed[i - 1]).nonzero().flatten()))
-                rest = flatten_after(self.spec, i, pool_after(self.spec, i, gated.rows(inputs, free, noisy=True)))
-            compact = flatten_after(self.spec, i, z_fixed)
-        last = len(self.layers)
-        out = _scatter(compact, self.input_mask(last, fixed[-1]).nonzero().flatten(), self.out_features)
-        if train_rest:
-            out = out.index_copy(1, self.input_mask(last, ~fixed[-1]).nonzero().flatten(), rest)
-        return out
+            cols = None if i == 0 else self.input_mask(i, keep[i - 1]).nonzero().flatten()
+            rows = keep[i].nonzero().flatten()
+            compact = flatten_after(self.spec, i, gated.rows([(compact, cols)], rows, partial(pool_after, self.spec, i)))
+        return _scatter(compact, self.input_mask(len(self.layers), keep[-1]).nonzero().flatten(), self.out_features)
 
     def active(self) -> list[torch.Tensor]:
         """Channels whose gate passes the threshold, per layer."""

@@ -78,7 +78,7 @@ class IBPlugin(SupervisedPlugin):
             self.adaptive_gamma = AdaptiveGamma(feats.layers, self.new_channels(), threshold=feats.threshold,
                                                 **self.adaptive)
         self._snapshot(model)
-        self._split_gates(strategy.optimizer, model)
+        self._split_optimizer(strategy.optimizer, model, feats.begin_task())
 
     def before_backward(self, strategy, **kwargs):
         strategy.loss = strategy.loss + self.sparsity_loss(strategy.model)
@@ -105,8 +105,9 @@ class IBPlugin(SupervisedPlugin):
 
     def after_training_exp(self, strategy, **kwargs):
         model = strategy.model
-        self._merge_gates(strategy.optimizer)
         feats = model.features
+        feats.end_task()
+        self._merge_optimizer(strategy.optimizer)
         capped = self._cap(feats) if self.rate is not None and self.cap else [0] * len(feats.layers)
         active = feats.active()
         with torch.no_grad():
@@ -209,25 +210,34 @@ class IBPlugin(SupervisedPlugin):
             for p in model.heads[name].parameters():
                 self._hold(p, torch.ones_like(p, dtype=torch.bool))
 
-    def _split_gates(self, optimizer, model) -> None:
-        """Move mu and log_sigma into their own parameter group (own lr, no weight decay).
+    def _split_optimizer(self, optimizer, model, free_weights: list[nn.Parameter]) -> None:
+        """Gates (mu, log_sigma) into a group of their own (own lr, no weight decay); the free rows'
+        weights of a task trained in two parts (IBFeatures.begin_task) into one like the first.
 
-        Done per experience and undone at its end: Avalanche's `make_optimizer` cannot place
-        new parameters (new heads) when the optimizer has several groups, so between
-        experiences the optimizer holds one group, as the strategy built it.
+        Undone at the task's end: Avalanche's `make_optimizer` cannot place new parameters (new
+        heads) when the optimizer has several groups, so between experiences the optimizer holds
+        one group, as the strategy built it.
         """
         gates = {id(p) for g in model.features.layers for p in (g.mu, g.log_sigma)}
         moved = []
         for group in optimizer.param_groups:
             moved += [p for p in group["params"] if id(p) in gates]
             group["params"] = [p for p in group["params"] if id(p) not in gates]
-        lr = self.gate_lr if self.gate_lr is not None else optimizer.param_groups[0]["lr"]
+        first = optimizer.param_groups[0]
+        lr = self.gate_lr if self.gate_lr is not None else first["lr"]
+        if free_weights:
+            optimizer.add_param_group({**{k: v for k, v in first.items() if k != "params"},
+                                       "params": free_weights, "ib_free_rows": True})
         optimizer.add_param_group({"params": moved, "lr": lr, "weight_decay": 0.0, "ib_gates": True})
 
-    def _merge_gates(self, optimizer) -> None:
-        for group in [g for g in optimizer.param_groups if g.get("ib_gates")]:
+    def _merge_optimizer(self, optimizer) -> None:
+        for group in [g for g in optimizer.param_groups if g.get("ib_gates") or g.get("ib_free_rows")]:
             optimizer.param_groups.remove(group)
-            optimizer.param_groups[0]["params"].extend(group["params"])
+            if group.get("ib_gates"):
+                optimizer.param_groups[0]["params"].extend(group["params"])
+            else:  # written back into the layers by IBFeatures.end_task
+                for p in group["params"]:
+                    optimizer.state.pop(p, None)
 
     def _hold(self, p: nn.Parameter, mask: torch.Tensor) -> None:
         if bool(mask.any()):
