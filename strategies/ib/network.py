@@ -146,6 +146,19 @@ def _folded(w: torch.Tensor, b: torch.Tensor, mu: torch.Tensor) -> tuple[torch.T
     return w, b, mu
 
 
+def _channels_last(h: torch.Tensor) -> torch.Tensor:
+    """An image batch in channels-last memory, so that the first convolution writes a channels-last
+    map, the layout the pooling needs (bench.models.pool_after would copy it otherwise). A
+    one-channel batch is the same memory in either layout, but the convolution reads its layout
+    from the strides, so those are set."""
+    if h.dim() != 4:
+        return h
+    if h.shape[1] > 1:
+        return h.contiguous(memory_format=torch.channels_last)
+    n, _, height, width = h.shape
+    return h.contiguous().as_strided(h.shape, (height * width, 1, width, 1))
+
+
 def _noise_like(z: torch.Tensor) -> torch.Tensor:
     """Standard normal noise shaped like z and in its memory layout. A channels-last map's noise is
     drawn as a contiguous [n, h, w, c] tensor: torch's CPU sampler is several times slower when
@@ -200,7 +213,7 @@ class IBFeatures(nn.Module):
         0), the channels a frozen Task-IL head reads. Same function as the dense forward, at the
         cost of what it uses.
         """
-        h = self.preprocess(x)
+        h = _channels_last(self.preprocess(x))
         if self.training:
             return self._dense(h) if self._split is None else self._two_parts(h)
         if self._split is not None:  # evaluated in the middle of a task
