@@ -67,21 +67,17 @@ class GatedLayer(nn.Module):
     def linear_map(self, h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         """The layer's conv or linear map with the given weights (some of its rows, some inputs)."""
         if self.conv:
-            return nn.functional.conv2d(h, weight, bias, self.layer.stride, self.layer.padding, self.layer.dilation)
+            layer = self.layer
+            return nn.functional.conv2d(h, weight, bias, layer.stride, layer.padding, layer.dilation)
         return nn.functional.linear(h, weight, bias)
 
-    def rows(self, inputs: list[tuple[torch.Tensor, Optional[torch.Tensor]]], rows: torch.Tensor,
+    def rows(self, h: torch.Tensor, cols: Optional[torch.Tensor], rows: torch.Tensor,
              pool: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """Output of the channels `rows` only, with the deterministic gate mu, pooled by `pool`, from
-        inputs given in parts: each (h, cols) is a tensor holding the input channels `cols` (all
-        when None) in their order; the parts' weighted sums add up."""
+        `h`, which holds the input channels `cols` (all when None) in their order."""
         w, b, mu = _folded(self.layer.weight.index_select(0, rows), self.layer.bias.index_select(0, rows),
                            self.mu.index_select(0, rows))
-        z = None
-        for h, cols in inputs:
-            out = self.linear_map(h, w if cols is None else w.index_select(1, cols), b if z is None else None)
-            z = out if z is None else z + out
-        return _deterministic(z, mu, pool)
+        return _deterministic(self.linear_map(h, w if cols is None else w.index_select(1, cols), b), mu, pool)
 
 
 class FreeRows:
@@ -138,7 +134,8 @@ class FreeRows:
                     weight[self.free.view(-1, 1), cols.view(1, -1)] = w
 
 
-def _folded(w: torch.Tensor, b: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def _folded(w: torch.Tensor, b: torch.Tensor,
+            mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """(w, b, mu) of rows gated by a deterministic mu; relu(a) * mu == relu(a * mu) for mu > 0, so a
     positive gate is folded into the weights (mu None), which saves a pass over the output map."""
     if bool((mu > 0).all()):
@@ -151,8 +148,6 @@ def _channels_last(h: torch.Tensor) -> torch.Tensor:
     map, the layout the pooling needs (bench.models.pool_after would copy it otherwise). A
     one-channel batch is the same memory in either layout, but the convolution reads its layout
     from the strides, so those are set."""
-    if h.dim() != 4:
-        return h
     if h.shape[1] > 1:
         return h.contiguous(memory_format=torch.channels_last)
     n, _, height, width = h.shape
@@ -169,7 +164,8 @@ def _noise_like(z: torch.Tensor) -> torch.Tensor:
     return torch.randn_like(z)
 
 
-def _deterministic(z: torch.Tensor, mu: Optional[torch.Tensor], pool: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def _deterministic(z: torch.Tensor, mu: Optional[torch.Tensor],
+                   pool: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """pool(relu(z) * mu); with the gate folded in (mu None), pooled before the relu, which
     commutes with max-pooling, so the relu runs on the smaller map."""
     if mu is None:
@@ -213,7 +209,9 @@ class IBFeatures(nn.Module):
         0), the channels a frozen Task-IL head reads. Same function as the dense forward, at the
         cost of what it uses.
         """
-        h = _channels_last(self.preprocess(x))
+        h = self.preprocess(x)
+        if self.layers[0].conv:
+            h = _channels_last(h)
         if self.training:
             return self._dense(h) if self._split is None else self._two_parts(h)
         if self._split is not None:  # evaluated in the middle of a task
@@ -235,7 +233,8 @@ class IBFeatures(nn.Module):
             return []
         self._split = []
         for i, gated in enumerate(self.layers):
-            parts = [None] if i == 0 else [self.input_mask(i, f).nonzero().flatten() for f in (fixed[i - 1], ~fixed[i - 1])]
+            parts = [None] if i == 0 else [self.input_mask(i, f).nonzero().flatten()
+                                           for f in (fixed[i - 1], ~fixed[i - 1])]
             self._split.append(FreeRows(gated, parts, partial(pool_after, self.spec, i)))
             gated.layer.weight.requires_grad_(False)
         last = len(self.layers)
@@ -275,8 +274,10 @@ class IBFeatures(nn.Module):
         for i, gated in enumerate(self.layers):
             cols = None if i == 0 else self.input_mask(i, keep[i - 1]).nonzero().flatten()
             rows = keep[i].nonzero().flatten()
-            compact = flatten_after(self.spec, i, gated.rows([(compact, cols)], rows, partial(pool_after, self.spec, i)))
-        return _scatter(compact, self.input_mask(len(self.layers), keep[-1]).nonzero().flatten(), self.out_features)
+            pooled = gated.rows(compact, cols, rows, partial(pool_after, self.spec, i))
+            compact = flatten_after(self.spec, i, pooled)
+        cols = self.input_mask(len(self.layers), keep[-1]).nonzero().flatten()
+        return _scatter(compact, cols, self.out_features)
 
     def active(self) -> list[torch.Tensor]:
         """Channels whose gate passes the threshold, per layer."""
@@ -350,7 +351,8 @@ class IBNet(MultiHeadModule):
     """IB-gated backbone with one head per task (multi_head) or one growing head (Class-IL).
 
     Multi-head outputs of a smaller head are padded with bench.heads.MultiHeadModule.PAD, not
-    Avalanche's zeros, which beat a head whose logits are all negative. `last_features` holds the features of the latest forward, for nearest-class-mean scoring.
+    Avalanche's zeros, which beat a head whose logits are all negative. `last_features` holds the
+    features of the latest forward, for nearest-class-mean scoring.
     """
 
     def __init__(self, spec: BackboneSpec, multi_head: bool, **gate_kwargs):
