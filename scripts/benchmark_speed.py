@@ -1,6 +1,8 @@
-"""Speed of the harness itself: the suite's `naive` cell against a plain torch loop doing the same work.
+"""Speed of the harness itself: the suite's `naive` cell against a plain torch loop doing the same work;
+with --ib, the IB cell against the strategy that trains on the same data.
 
     python scripts/benchmark_speed.py [--data-root DIR] [--datasets mnist,cifar10,omniglot] [--epochs 1]
+    python scripts/benchmark_speed.py --ib [--data-root DIR] [--datasets mnist,omniglot] [--epochs N]
 
 Per dataset (MNIST MLP Class-IL, CIFAR-10 convnet Class-IL, Omniglot 50-task
 Task-IL stream), both train the protocol's network with its optimizer, batch
@@ -8,6 +10,11 @@ size, epochs and augmentation (CIFAR's crop and flip) on the same tensors, task
 by task, and evaluate every seen task after each task. Both times include reading the dataset. Prints the wall time of
 each and the ratio plain / suite (>= 0.9 is the goal: the harness costs at most
 about a tenth). Run it on an otherwise idle machine; it prints the load average.
+
+--ib: the suite's IB cell and then its comparison cell, one after the other in this process, with
+the protocol's settings (seed 0; --epochs 0: the protocol's epochs): `replay` in Class-IL (the
+same memory), `naive` in Task-IL (no memory). Prints the CPU time of each cell (the record's
+`cpu_s`) and the ratio ib / other (the goal is at most 1.5).
 """
 from __future__ import annotations
 
@@ -23,18 +30,26 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SCENARIO = {"mnist": "class-il", "cifar10": "class-il", "omniglot": "task-il"}
+IB_OTHER = {"class-il": "replay", "task-il": "naive"}  # trains on the same data as IB
 
 
-def naive_config(dataset: str, epochs: int) -> dict:
+def cell_config(dataset: str, scenario: str, strategy: str, epochs: int) -> dict:
+    """A cell's configuration as `bench run` makes it (seed 0; epochs 0: the protocol's)."""
     from bench import config as cfg
     from bench import registry
 
-    protocol = cfg.load_protocol(dataset, SCENARIO[dataset])
-    protocol["epochs"] = epochs
-    config = cfg.resolve(protocol, dataset, SCENARIO[dataset], "naive", 0, 0,
-                         schema=registry.strategies()["naive"].settings)
+    info = registry.strategies()[strategy]
+    protocol = cfg.load_protocol(dataset, scenario)
+    if epochs:
+        protocol["epochs"] = epochs
+    memory = protocol["memory"] if info.memory in ("shared", "own") else 0
+    config = cfg.resolve(protocol, dataset, scenario, strategy, 0, memory, schema=info.settings)
     config["hash"] = cfg.config_hash(config)
     return config
+
+
+def naive_config(dataset: str, epochs: int) -> dict:
+    return cell_config(dataset, SCENARIO[dataset], "naive", epochs)
 
 
 def suite(config: dict, data_root: str, threads: int) -> float:
@@ -109,14 +124,33 @@ def plain(config: dict, data_root: str, threads: int) -> float:
     return time.perf_counter() - start
 
 
+def ib_ratios(datasets: list[str], data_root: str, epochs: int, threads: int) -> None:
+    from bench.cell import run_cell
+
+    for dataset in datasets:
+        scenario = SCENARIO[dataset]
+        other = IB_OTHER[scenario]
+        cpu = {}
+        for strategy in ("ib", other):
+            config = cell_config(dataset, scenario, strategy, epochs)
+            cpu[strategy] = run_cell(config, data_root, threads=threads, progress=False)["cpu_s"]
+        print(f"{dataset:<9} {scenario:<9} {config['epochs']} epoch(s)   ib {cpu['ib']:8.2f} s   "
+              f"{other} {cpu[other]:8.2f} s   ib/{other} {cpu['ib'] / cpu[other]:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", "./data"))
     parser.add_argument("--datasets", default="mnist,cifar10,omniglot")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per task (--ib: 0 is the protocol's)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ib", action="store_true", help="IB's cell against the strategy on the same data")
     args = parser.parse_args()
     print(f"{args.epochs} epoch(s) per task, {args.threads} thread(s), load average before: {os.getloadavg()}")
+    if args.ib:
+        ib_ratios(args.datasets.split(","), args.data_root, args.epochs, args.threads)
+        print(f"load average after: {os.getloadavg()}")
+        return
     for dataset in args.datasets.split(","):
         config = naive_config(dataset, args.epochs)
         from bench.datasets import load_dataset
