@@ -11,10 +11,10 @@ by task, and evaluate every seen task after each task. Both times include readin
 each and the ratio plain / suite (>= 0.9 is the goal: the harness costs at most
 about a tenth). Run it on an otherwise idle machine; it prints the load average.
 
---ib: the suite's IB cell and then its comparison cell, one after the other in this process, with
-the protocol's settings (seed 0; --epochs 0: the protocol's epochs): `replay` in Class-IL (the
-same memory), `naive` in Task-IL (no memory). Prints the CPU time of each cell (the record's
-`cpu_s`) and the ratio ib / other (the goal is at most 1.5).
+--ib: the suite's IB cell and then its comparison cell, `bench run --jobs 1` one after the
+other with the protocol's settings (seed 0; --epochs 0: the protocol's epochs) into a scratch
+results folder: `replay` in Class-IL (the same memory), `naive` in Task-IL (no memory). Prints
+the CPU time of each cell (the record's `cpu_s`) and the ratio ib / other (the goal is at most 1.5).
 """
 from __future__ import annotations
 
@@ -33,23 +33,16 @@ SCENARIO = {"mnist": "class-il", "cifar10": "class-il", "omniglot": "task-il"}
 IB_OTHER = {"class-il": "replay", "task-il": "naive"}  # trains on the same data as IB
 
 
-def cell_config(dataset: str, scenario: str, strategy: str, epochs: int) -> dict:
-    """A cell's configuration as `bench run` makes it (seed 0; epochs 0: the protocol's)."""
+def naive_config(dataset: str, epochs: int) -> dict:
     from bench import config as cfg
     from bench import registry
 
-    info = registry.strategies()[strategy]
-    protocol = cfg.load_protocol(dataset, scenario)
-    if epochs:
-        protocol["epochs"] = epochs
-    memory = protocol["memory"] if info.memory in ("shared", "own") else 0
-    config = cfg.resolve(protocol, dataset, scenario, strategy, 0, memory, schema=info.settings)
+    protocol = cfg.load_protocol(dataset, SCENARIO[dataset])
+    protocol["epochs"] = epochs
+    config = cfg.resolve(protocol, dataset, SCENARIO[dataset], "naive", 0, 0,
+                         schema=registry.strategies()["naive"].settings)
     config["hash"] = cfg.config_hash(config)
     return config
-
-
-def naive_config(dataset: str, epochs: int) -> dict:
-    return cell_config(dataset, SCENARIO[dataset], "naive", epochs)
 
 
 def suite(config: dict, data_root: str, threads: int) -> float:
@@ -125,16 +118,29 @@ def plain(config: dict, data_root: str, threads: int) -> float:
 
 
 def ib_ratios(datasets: list[str], data_root: str, epochs: int, threads: int) -> None:
-    from bench.cell import run_cell
+    """`bench run --jobs 1` of ib and then of the other strategy (each cell in its own worker
+    process, as always), into a scratch results folder; the CPU times from their records."""
+    import json
+    import subprocess
+    import tempfile
 
     for dataset in datasets:
         scenario = SCENARIO[dataset]
         other = IB_OTHER[scenario]
-        cpu = {}
-        for strategy in ("ib", other):
-            config = cell_config(dataset, scenario, strategy, epochs)
-            cpu[strategy] = run_cell(config, data_root, threads=threads, progress=False)["cpu_s"]
-        print(f"{dataset:<9} {scenario:<9} {config['epochs']} epoch(s)   ib {cpu['ib']:8.2f} s   "
+        with tempfile.TemporaryDirectory() as results:
+            command = [sys.executable, "-m", "bench", "run", "--scenario", scenario, "--dataset", dataset,
+                       "--strategies", f"ib,{other}", "--seed", "0", "--jobs", "1", "--threads", str(threads),
+                       "--data-root", str(Path(data_root).resolve()), "--no-download", "--results", results,
+                       *(["--epochs", str(epochs)] if epochs else [])]
+            done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+            if done.returncode:
+                sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+            cpu = {}
+            for path in Path(results, "runs").glob("*.json"):
+                record = json.loads(path.read_text())
+                cpu[record["config"]["strategy"]] = record["cpu_s"]
+                epochs_run = record["config"]["epochs"]
+        print(f"{dataset:<9} {scenario:<9} {epochs_run} epoch(s)   ib {cpu['ib']:8.2f} s   "
               f"{other} {cpu[other]:8.2f} s   ib/{other} {cpu['ib'] / cpu[other]:.2f}", flush=True)
 
 
