@@ -152,7 +152,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ib", action="store_true", help="IB's cell against the strategy on the same data")
     args = parser.parse_args()
-    print(f"{args.epochs} epoch(s) per task, {args.threads} thread(s), load average before: {os.getloadavg()}")
+    epochs = args.epochs or "the protocol's"
+    print(f"{epochs} epoch(s) per task, {args.threads} thread(s), load average before: {os.getloadavg()}")
     if args.ib:
         ib_ratios(args.datasets.split(","), args.data_root, args.epochs, args.threads)
         print(f"load average after: {os.getloadavg()}")
