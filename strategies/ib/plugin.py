@@ -77,8 +77,9 @@ class IBPlugin(SupervisedPlugin):
         if self.rate is not None:
             self.adaptive_gamma = AdaptiveGamma(feats.layers, self.new_channels(), threshold=feats.threshold,
                                                 **self.adaptive)
+        free_weights = feats.begin_task()
         self._snapshot(model)
-        self._split_optimizer(strategy.optimizer, model, feats.begin_task())
+        self._split_optimizer(strategy.optimizer, model, free_weights)
 
     def before_backward(self, strategy, **kwargs):
         strategy.loss = strategy.loss + self.sparsity_loss(strategy.model)
@@ -201,8 +202,8 @@ class IBPlugin(SupervisedPlugin):
         for i, gated in enumerate(feats.layers):
             rows = gated.frozen
             w = gated.layer.weight
-            mask = rows.view(-1, *([1] * (w.dim() - 1))).expand_as(w).clone()
-            self._hold(w, mask)
+            if w.requires_grad:  # not while its free rows train on their own (IBFeatures.begin_task)
+                self._hold(w, rows.view(-1, *([1] * (w.dim() - 1))).expand_as(w).clone())
             self._hold(gated.layer.bias, rows)
             self._hold(gated.mu, rows)
             self._hold(gated.log_sigma, rows)
