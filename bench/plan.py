@@ -51,9 +51,12 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
                              f"[{where}.{name}]; valid: {', '.join(known)}")
         try:
             checked = {**protocol, "memory": 0} if where == "memory0" else protocol  # as resolve overlays it
-            cfg.resolve(checked, args.dataset, args.scenario, name, 0, 0, schema=known[name].settings)
+            config = cfg.resolve(checked, args.dataset, args.scenario, name, 0, 0, schema=known[name].settings)
         except cfg.ConfigError as exc:
             raise UsageError(str(exc)) from None
+        problem = known[name].conflict(config["params"])
+        if problem:
+            raise UsageError(f"[{where}.{name}]: {problem}")
     problem = models.unusable(args.dataset, protocol["backbone"])
     if problem:
         raise UsageError(problem)

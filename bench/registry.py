@@ -10,6 +10,7 @@ and optionally
     WHOLE_STREAM = True                   # trained once on all tasks together (the joint upper bound)
     def unsupported(dataset, scenario, memory, backbone) -> str | None   # why it doesn't apply to a cell
     def invalid(memory, n_classes) -> str | None  # why a setting is impossible (an input error)
+    def conflict(params) -> str | None     # why settings valid one by one cannot go together
 Its docstring's first line describes it in `bench list`. Adding a baseline is adding one file.
 Importing a strategy module must be cheap: import Avalanche inside `build`.
 """
@@ -60,6 +61,11 @@ class StrategyInfo:
         """Why these settings are impossible for this strategy (bad input), or None."""
         check = getattr(self.module, "invalid", None)
         return check(memory, n_classes) if check else None
+
+    def conflict(self, params: dict) -> str | None:
+        """Why these resolved settings cannot go together (bad input), or None."""
+        check = getattr(self.module, "conflict", None)
+        return check(params) if check else None
 
     def build(self, ctx):
         return self.module.build(ctx)

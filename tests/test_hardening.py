@@ -73,6 +73,8 @@ BAD = {
     "pnn unknown key": (["--set", "strategies.pnn.colums=3"], ["unknown setting strategies.pnn.colums"]),
     "ib threshold zero": (["--set", "strategies.ib.threshold=0"], ["strategies.ib.threshold must be > 0"]),
     "ib gamma a word": (["--set", "strategies.ib.gamma=lots"], ["strategies.ib.gamma must be a number"]),
+    "ib kept means normalised": (["--strategies", "ib", "--set", "strategies.ib.ncm_means=kept", "--set",
+                                  "strategies.ib.ncm_normalize=true"], ["ncm_normalize needs ncm_means"]),
     "replay unknown key": (["--set", "strategies.replay.size=5"], ["unknown setting strategies.replay.size"]),
     # backbone / dataset compatibility
     "resnet18 on mnist": (["--set", "backbone=resnet18"], ["backbone resnet18 takes images of shape (3, 32, 32)",

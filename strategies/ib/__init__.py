@@ -159,6 +159,15 @@ def settings(params: dict[str, Any]) -> dict[str, Any]:
     return resolve_settings("ib", SETTINGS, params)
 
 
+def conflict(params: dict[str, Any]) -> str | None:
+    """Settings that are valid one by one but not together."""
+    if params.get("ncm_means") == "kept" and params.get("ncm_normalize"):
+        # a kept mean lives on the channels active when its class was learned; a normalised whole
+        # feature vector would weigh it against channels it never saw
+        return "ib: ncm_normalize needs ncm_means = \"exemplars\" (kept means are compared on their own channels)"
+    return None
+
+
 def build_parts(spec: BackboneSpec, multi_head: bool, params: dict[str, Any]):
     """(model, plugin) for a spec: what `build` assembles, for tests too."""
     from strategies.ib.network import IBNet

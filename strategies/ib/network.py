@@ -143,17 +143,6 @@ def _folded(w: torch.Tensor, b: torch.Tensor,
     return w, b, mu
 
 
-def _channels_last(h: torch.Tensor) -> torch.Tensor:
-    """An image batch in channels-last memory, so that the first convolution writes a channels-last
-    map, the layout the pooling needs (bench.models.pool_after would copy it otherwise). A
-    one-channel batch is the same memory in either layout, but the convolution reads its layout
-    from the strides, so those are set."""
-    if h.shape[1] > 1:
-        return h.contiguous(memory_format=torch.channels_last)
-    n, _, height, width = h.shape
-    return h.contiguous().as_strided(h.shape, (height * width, 1, width, 1))
-
-
 def _noise_like(z: torch.Tensor) -> torch.Tensor:
     """Standard normal noise shaped like z and in its memory layout. A channels-last map's noise is
     drawn as a contiguous [n, h, w, c] tensor: torch's CPU sampler is several times slower when
@@ -210,8 +199,6 @@ class IBFeatures(nn.Module):
         cost of what it uses.
         """
         h = self.preprocess(x)
-        if self.layers[0].conv:
-            h = _channels_last(h)
         if self.training:
             return self._dense(h) if self._split is None else self._two_parts(h)
         if self._split is not None:  # evaluated in the middle of a task

@@ -1,0 +1,22 @@
+"""The backbones' input layout: a convolutional first layer reads a channels-last batch."""
+import pytest
+import torch
+
+from bench.models import BACKBONES, FeatureNet
+
+
+@pytest.mark.parametrize("name", ["convnet28", "convnet32"])
+def test_first_convolution_writes_a_channels_last_map_with_the_same_values(name):
+    torch.manual_seed(0)
+    net = FeatureNet(BACKBONES[name])
+    seen = []
+    net.layers[0].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    x = torch.randint(0, 256, (4, *BACKBONES[name].in_shape), dtype=torch.uint8)
+    features = net(x)
+    first = seen[0]
+    assert first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    # the same function as the layers applied to the plain NCHW batch
+    h = net.preprocess(x).contiguous()
+    reference = torch.nn.functional.conv2d(h, net.layers[0].weight, net.layers[0].bias, padding=1)
+    assert torch.allclose(first, reference, atol=1e-5)
+    assert features.shape == (4, net.out_features)
