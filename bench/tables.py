@@ -3,7 +3,8 @@
 One table per (dataset, scenario), split in two when strategies were also run
 without a memory beside their runs with one. Each Markdown table is framed by
 its caption (`bench.captions`) above, and below it the significance line
-(`bench.significance`) and the reference's figures for the setting. pandas
+(`bench.significance`), IB's network (`bench.ib_network`) and the reference's figures for the
+setting. pandas
 writes the formats: `DataFrame.to_markdown` (tabulate) and `Styler.to_latex`.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from bench.captions import budget, reference_note, table_caption
 from bench.files import atomic_write, safe_name
+from bench.ib_network import ib_network_line
 from bench.records import METRICS, is_number
 from bench.significance import significance_line
 from bench.summary import marks, missing, records_or_load, seed_frame, seeds_of, summary_frame
@@ -147,10 +149,12 @@ def split_by_budget(part: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [("", part[~memory_free]), ("_memory0", part[memory == 0])]
 
 
-def table_document(rows: pd.DataFrame, seeds: pd.DataFrame, dataset: str, scenario: str) -> tuple[str, str]:
+def table_document(rows: pd.DataFrame, seeds: pd.DataFrame, dataset: str, scenario: str,
+                   records: Sequence[dict] = ()) -> tuple[str, str]:
     """(caption, notes) of one table: the paragraph above it and the lines below it."""
     caption = table_caption(rows, seeds, dataset, scenario, state_unit(rows)[0])
-    notes = [significance_line(rows, seeds), reference_note(dataset, scenario, budget(rows))]
+    notes = [significance_line(rows, seeds), ib_network_line(records, rows),
+             reference_note(dataset, scenario, budget(rows))]
     return caption, "\n\n".join(n for n in notes if n)
 
 
@@ -167,7 +171,7 @@ def write_tables(results_dir: str | os.PathLike,
     for (dataset, scenario), part in summary.groupby(["dataset", "scenario"], sort=True):
         stem = f"{safe_name(dataset)}_{safe_name(scenario)}"
         for suffix, rows in split_by_budget(part):
-            caption, notes = table_document(rows, seeds_of(seeds, rows), dataset, scenario)
+            caption, notes = table_document(rows, seeds_of(seeds, rows), dataset, scenario, records)
             table = format_table(rows)
             markdown = f"{caption}\n\n{markdown_table(table)}" + (f"\n{notes}\n" if notes else "")
             paths.append(atomic_write(out / f"{stem}{suffix}.md", markdown))
