@@ -186,3 +186,13 @@ def test_ib_network_line_reports_growth_capping_and_cost_per_task() -> None:
     assert ib_network_line(runs("naive", [0.2]), report.summary_frame(runs("naive", [0.2]))) == ""
     written = report.write_tables(Path(__import__("tempfile").mkdtemp()), records)
     assert any("IB's network" in p.read_text() for p in written if p.suffix == ".md")
+
+
+def test_committed_tables_are_what_bench_table_writes_from_the_committed_records(tmp_path: Path) -> None:
+    """results/tables/ is `python -m bench table` output, byte for byte (rebuild it after adding records)."""
+    written = report.write_tables(tmp_path, report.load_records(REPO / "results")[0])
+    assert written
+    for path in written:
+        committed = REPO / "results" / "tables" / path.name
+        assert committed.is_file(), f"{path.name}: written by bench table, not in results/tables/"
+        assert committed.read_bytes() == path.read_bytes(), f"results/tables/{path.name} differs from bench table's"
