@@ -19,3 +19,23 @@ def test_ib_ratio_pairs_class_il_ib_with_replay(mnist_root, bench_env):
     ib, replay, ratio = (float(v) for v in line.groups())
     # the times are printed to 0.01 s, the ratio to 0.01
     assert ib > 0 and replay > 0 and abs(ratio - ib / replay) <= 0.006 + ratio * 0.006 * (1 / ib + 1 / replay)
+
+
+def test_grid_mnist_stage_runs_its_three_tables_and_resumes(mnist_root, bench_env, tmp_path):
+    env = {**bench_env, "DATA_ROOT": str(mnist_root)}
+    cmd = ["bash", "scripts/grid.sh", "mnist", "--", "--results", str(tmp_path), "--strategies", "naive,ewc",
+           "--epochs", "1", "--jobs", "1"]
+    first = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "tables").glob("*.md"))
+    assert names == ["mnist_class-il.md", "mnist_class-il_memory0.md", "mnist_task-il.md"]
+    # naive is one cell per scenario and seed (its memory-free row is the same run); ewc has two in Class-IL
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 3 * (1 + 2 + 2)
+    again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stderr.count("already done: ") >= 3 * 4, again.stderr[-3000:]
+
+
+def test_grid_refuses_an_unknown_stage(bench_env):
+    done = subprocess.run(["bash", "scripts/grid.sh", "cifar"], cwd=REPO_ROOT, env=bench_env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown stage cifar" in done.stderr
