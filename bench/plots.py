@@ -1,13 +1,14 @@
 """Plots from run records, under `<results>/plots/`, one set per table.
 
-* `{dataset}_{scenario}_curves.png`: average accuracy on the tasks seen so far,
-  mean over seeds with a band of one std (joint training, trained once on every
-  task, as a horizontal reference line);
+* `{dataset}_{scenario}[_memory0]_curves.png`: average accuracy on the tasks seen so
+  far, mean over seeds with a band of one std (joint training, trained once on every
+  task, as a horizontal reference line); one figure per table (`bench.tables`);
 * `..._{strategy}_matrix.png`: the accuracy matrix (after task i, on task j);
 * `..._{strategy}_learning.png`: training loss and accuracy per epoch, from
   records that kept them;
-* `..._ib_active.png`: for the IB sparse method, the active fraction of each
-  hidden layer after each task beside its accuracy curve.
+* `..._ib_active.png`: for the IB sparse method, the active channels of each hidden
+  layer after each task (as a multiple of the layer's initial width: a layer that grows
+  passes 1) beside its accuracy curve.
 
 Failed records are left out; a curve whose cell lost seeds says so in its legend.
 matplotlib is imported inside the functions that draw, so importing this is cheap.
@@ -81,7 +82,9 @@ def learning_curves(record: dict) -> tuple[np.ndarray, np.ndarray, list[int]] | 
 
 
 def active_fractions(record: dict) -> np.ndarray | None:
-    """Per task (rows) and hidden layer (columns), active units / layer width; None without `per_task`."""
+    """Per task (rows) and hidden layer (columns), active units / the layer's width at the first
+    task; None without `per_task`. A grown layer is always nearly full, so its current width would
+    hide the growth."""
     per_task = record.get("per_task")
     if not isinstance(per_task, list):
         return None
@@ -91,8 +94,9 @@ def active_fractions(record: dict) -> np.ndarray | None:
     if layers == 0:
         return None
     out = np.full((len(tasks), layers), np.nan)
+    initial = tasks[0].get("widths") or []
     for i, task in enumerate(tasks):
-        for l, (a, w) in enumerate(zip(task.get("active") or [], task.get("widths") or [])):
+        for l, (a, w) in enumerate(zip(task.get("active") or [], initial)):
             if is_number(a) and is_number(w) and w > 0:
                 out[i, l] = a / w
     return out
@@ -131,7 +135,8 @@ def write_plots(results_dir: str | os.PathLike,
         series = [(k, s) for k, s in zip(keys, series) if s is not None]
         if not series:
             continue
-        paths.append(_plot_curves(out / f"{stem}_curves.png", dataset, scenario, [s for _, s in series]))
+        for suffix, part in _by_budget(series, cells):
+            paths.append(_plot_curves(out / f"{stem}{suffix}_curves.png", dataset, scenario, part))
         for key, s in series:
             cell = _cell_stem(key, keys)
             paths.append(_plot_matrix(out / f"{stem}_{cell}_matrix.png", dataset, scenario, s))
@@ -140,6 +145,19 @@ def write_plots(results_dir: str | os.PathLike,
             if s["learning"] is not None:
                 paths.append(_plot_learning(out / f"{stem}_{cell}_learning.png", dataset, scenario, s))
     return paths
+
+
+def _by_budget(series: list[tuple], cells: dict[tuple, list[dict]]) -> list[tuple[str, list[dict]]]:
+    """The curves of each table: as `bench.tables.split_by_budget` splits the rows, strategies also
+    run without a memory beside their runs with one get a `_memory0` figure (naive and joint,
+    which store nothing, are in both)."""
+    memory = {key: cells[key][0]["config"].get("memory") or 0 for key, _ in series}
+    buffered = {key[2] for key, m in memory.items() if m > 0}
+    free = [(key, s) for key, s in series if memory[key] == 0 and key[2] in buffered]
+    if not free:
+        return [("", [s for _, s in series])]
+    return [("", [s for key, s in series if (key, s) not in free]),
+            ("_memory0", [s for key, s in series if memory[key] == 0])]
 
 
 def _cell_stem(key: tuple, keys: list[tuple]) -> str:
@@ -188,7 +206,10 @@ def _draw_line(ax, values: np.ndarray, std: np.ndarray | None, label: str) -> No
 def _task_axis(ax, n_tasks: int, ylabel: str, top: float) -> None:
     ax.set_xlabel("Tasks trained")
     ax.set_ylabel(ylabel)
-    ax.set_xticks(np.arange(1, n_tasks + 1))
+    if n_tasks <= 20:
+        ax.set_xticks(np.arange(1, n_tasks + 1))
+    else:  # one tick per task would overlap
+        ax.set_xticks([1, *range(5, n_tasks + 1, 5)])
     ax.set_ylim(0, top)
     ax.grid(alpha=0.3)
 
@@ -218,7 +239,7 @@ def _plot_curves(path: Path, dataset: str, scenario: str, series: list[dict]) ->
                 _draw_line(ax, s["curve"], s["curve_std"], s["label"])
         _task_axis(ax, n_tasks, "Average accuracy on seen tasks (%)", 100)
         ax.set_title(f"{dataset} / {scenario}: mean over seeds (shaded: ± std)")
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))  # beside: labels are long
         return save_png(fig, path)
     finally:
         plt.close(fig)
@@ -262,9 +283,11 @@ def _plot_active(path: Path, dataset: str, scenario: str, s: dict) -> Path:
         active, std = s["active"], s["active_std"]
         for l in range(active.shape[1]):
             _draw_line(right, active[:, l], None if std is None else std[:, l], f"Layer {l + 1}")
-        _task_axis(right, active.shape[0], "Active fraction (active / width)", 1.05)
+        top = max(1.05, float(np.nanmax(active)) * 1.05)
+        _task_axis(right, active.shape[0], "Active channels / initial width", top)
+        right.axhline(1.0, linestyle=":", color="grey", linewidth=0.8)
         right.legend(fontsize="small")
-        right.set_title("Active units per hidden layer")
+        right.set_title("Active channels per hidden layer")
         fig.suptitle(f"{dataset} / {scenario} / {s['label']} (mean over seeds)")
         fig.tight_layout()
         return save_png(fig, path)

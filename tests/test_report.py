@@ -224,6 +224,9 @@ def test_curve_and_active_fraction_values() -> None:
     np.testing.assert_allclose(report.average_accuracy_curve(matrix), [100.0, 80.0])
     np.testing.assert_allclose(report.active_fractions(record), [[0.25, 0.25], [0.5, 0.5]])
     assert report.active_fractions(make_record("ewc", 0)) is None
+    # a grown layer: counted against its width at the first task, so the growth shows (1.5, not ~1)
+    grown = IB_PER_TASK + [{"active": [600, 150], "widths": [610, 200], "grown": [210, 0]}]
+    np.testing.assert_allclose(report.active_fractions(make_record("ib", 0, per_task=grown))[-1], [1.5, 0.75])
 
 
 def test_plots_are_valid_pngs(results: Path) -> None:
@@ -335,6 +338,8 @@ def test_memory_free_runs_get_their_own_table(tmp_path: Path) -> None:
     assert "80.00" in with_memory and "25.00" not in with_memory and "20.00" in with_memory
     assert "25.00" in memory_free and "80.00" not in memory_free and "20.00" in memory_free
     assert "Memory budget: 0 exemplars" in memory_free.splitlines()[0]
+    curves = sorted(p.name for p in report.write_plots(tmp_path) if p.name.endswith("_curves.png"))
+    assert curves == ["mnist_class-il_curves.png", "mnist_class-il_memory0_curves.png"]
 
 
 def test_one_budget_gives_one_table(results: Path) -> None:
