@@ -153,10 +153,10 @@ def _by_budget(series: list[tuple], cells: dict[tuple, list[dict]]) -> list[tupl
     which store nothing, are in both)."""
     memory = {key: cells[key][0]["config"].get("memory") or 0 for key, _ in series}
     buffered = {key[2] for key, m in memory.items() if m > 0}
-    free = [(key, s) for key, s in series if memory[key] == 0 and key[2] in buffered]
+    free = {key for key, _ in series if memory[key] == 0 and key[2] in buffered}
     if not free:
         return [("", [s for _, s in series])]
-    return [("", [s for key, s in series if (key, s) not in free]),
+    return [("", [s for key, s in series if key not in free]),
             ("_memory0", [s for key, s in series if memory[key] == 0])]
 
 
