@@ -196,3 +196,11 @@ def test_committed_tables_are_what_bench_table_writes_from_the_committed_records
         committed = REPO / "results" / "tables" / path.name
         assert committed.is_file(), f"{path.name}: written by bench table, not in results/tables/"
         assert committed.read_bytes() == path.read_bytes(), f"results/tables/{path.name} differs from bench table's"
+
+
+def test_plots_the_readme_shows_are_committed() -> None:
+    import re
+
+    shown = re.findall(r"\]\((results/plots/[^)]+\.png)\)", (REPO / "README.md").read_text(encoding="utf-8"))
+    assert shown
+    assert [p for p in shown if not (REPO / p).is_file()] == []
