@@ -148,16 +148,15 @@ def write_plots(results_dir: str | os.PathLike,
 
 
 def _by_budget(series: list[tuple], cells: dict[tuple, list[dict]]) -> list[tuple[str, list[dict]]]:
-    """The curves of each table: as `bench.tables.split_by_budget` splits the rows, strategies also
-    run without a memory beside their runs with one get a `_memory0` figure (naive and joint,
-    which store nothing, are in both)."""
-    memory = {key: cells[key][0]["config"].get("memory") or 0 for key, _ in series}
-    buffered = {key[2] for key, m in memory.items() if m > 0}
-    free = {key for key, _ in series if memory[key] == 0 and key[2] in buffered}
-    if not free:
-        return [("", [s for _, s in series])]
-    return [("", [s for key, s in series if key not in free]),
-            ("_memory0", [s for key, s in series if memory[key] == 0])]
+    """The curves of each table, split as `bench.tables.split_by_budget` splits its rows."""
+    import pandas as pd
+
+    from bench.tables import split_by_budget
+
+    by_key = dict(series)
+    frame = pd.DataFrame({"key": list(by_key), "strategy": [k[2] for k in by_key],
+                          "memory": [cells[k][0]["config"].get("memory") or 0 for k in by_key]})
+    return [(suffix, [by_key[k] for k in part["key"]]) for suffix, part in split_by_budget(frame)]
 
 
 def _cell_stem(key: tuple, keys: list[tuple]) -> str:
