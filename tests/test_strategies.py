@@ -94,6 +94,26 @@ def test_pnn_does_not_forget(root):
     assert not math.isnan(record["metrics"]["bwt"])
 
 
+def test_pnn_late_column_keeps_the_scale_of_the_first():
+    """Lateral links from 40 earlier columns must not blow up a new column's activations: a sum of
+    one link per earlier column did (its logits spread 60x the first column's at init), and on
+    Omniglot the columns after the 35th then stayed at chance on their own alphabet."""
+    import torch
+
+    from bench.models import backbone_spec
+    from strategies.pnn.network import Column, ProgressiveNet
+
+    torch.manual_seed(0)
+    net = ProgressiveNet(backbone_spec("omniglot"), 20, width_factor=0.25)
+    for task in range(1, 41):
+        net.columns.append(Column(net.spec, task, 20))
+        net.column_of_task[task] = task
+    x = (torch.rand(16, 1, 28, 28) * 255).to(torch.uint8)
+    with torch.no_grad():
+        first, last = net.forward_single_task(x, 0).std(), net.forward_single_task(x, 40).std()
+    assert last < 3 * first
+
+
 def test_resnet18_backbone_option_trains(root):
     """The reduced ResNet-18 meant for GPU runs is a drop-in backbone (here on the CPU)."""
     config = tiny_config("cifar10", "class-il", "naive", backbone="resnet18")

@@ -2,9 +2,9 @@
 
 Avalanche's PNN has MLP columns only; `network.py` builds columns from the
 backbone's layer spec, so convolutional backbones get convolutional columns
-(lateral links are layers of the same kind). Columns may be narrower than the
-backbone (`width_factor` in the protocol) since a network of T tasks holds T
-columns and T(T-1)/2 lateral links per layer.
+(the lateral adapter's projection is 1x1 for a conv layer). Columns may be
+narrower than the backbone (`width_factor` in the protocol) since a network of T
+tasks holds T columns, and each forward pass of the last runs all of them.
 """
 from bench.settings import Setting
 

@@ -15,16 +15,37 @@ def scaled(spec: BackboneSpec, factor: float) -> BackboneSpec:
     return dataclasses.replace(spec, layers=layers)
 
 
+class Adapter(nn.Module):
+    """The lateral link into one layer of a column from all earlier columns (Rusu et al.'s eq. 2):
+    each earlier column's output is scaled by a learned scalar, the scaled outputs are joined and
+    projected to one column's size (V, 1x1 for a conv layer), and after a ReLU mapped into the
+    layer like its own input (U). One full link per earlier column, summed, grows the layer's
+    input with the number of columns and compounds over layers (at init the 45th column's logits
+    spread 60x the first's); V's fan-in grows with the columns instead, which keeps the scale."""
+
+    def __init__(self, spec: BackboneSpec, index: int, n_earlier: int):
+        super().__init__()
+        n_in = spec.in_features(index)
+        conv = spec.layers[index].kind == "conv"
+        # the paper starts the scalars small, so a new column first learns mostly from its own path
+        self.alphas = nn.Parameter(torch.full((n_earlier,), 0.1))
+        self.V = nn.Conv2d(n_earlier * n_in, n_in, 1) if conv else nn.Linear(n_earlier * n_in, n_in)
+        self.U = make_layer(spec, index)
+
+    def forward(self, earlier: list[torch.Tensor]) -> torch.Tensor:
+        scaled = [a * h for a, h in zip(self.alphas, earlier)]
+        return self.U(torch.relu(self.V(torch.cat(scaled, dim=1))))
+
+
 class Column(nn.Module):
-    """One task's copy of the backbone, with lateral inputs from each earlier column."""
+    """One task's copy of the backbone, with a lateral adapter from the earlier columns per layer."""
 
     def __init__(self, spec: BackboneSpec, n_earlier: int, n_classes: int):
         super().__init__()
         n = len(spec.layers)
         self.layers = nn.ModuleList(make_layer(spec, i) for i in range(n))
-        # laterals[i - 1][j]: column j's layer i-1 output -> this column's layer i
-        self.laterals = nn.ModuleList(
-            nn.ModuleList(make_layer(spec, i) for _ in range(n_earlier)) for i in range(1, n))
+        # adapters[i - 1]: the earlier columns' layer i-1 outputs -> this column's layer i
+        self.adapters = nn.ModuleList(Adapter(spec, i, n_earlier) for i in range(1, n)) if n_earlier else None
         self.head = nn.Linear(spec.out_features, n_classes)
 
 
@@ -61,9 +82,8 @@ class ProgressiveNet(MultiHeadModule):
             for j in range(k + 1):
                 column = self.columns[j]
                 z = column.layers[i](hs[j])
-                if i > 0:
-                    for e in range(j):
-                        z = z + column.laterals[i - 1][e](hs[e])
+                if i > 0 and j > 0:
+                    z = z + column.adapters[i - 1](hs[:j])
                 new.append(after_layer(self.spec, i, torch.relu(z)))
             hs = new
         return self.columns[k].head(hs[k])
