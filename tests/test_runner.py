@@ -219,8 +219,11 @@ def test_killed_worker_is_recorded_as_failed_and_rerun(mnist_root, tmp_path, cap
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:  # a file, not a pipe: nobody reads while it runs
+        # Ctrl-C as a terminal delivers it: pytest run in the background (`cmd &`) passes SIGINT on
+        # ignored, and a Python started that way ignores it too
         return subprocess.Popen(bench_command(*args), cwd=REPO_ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_record(proc: subprocess.Popen, runs: Path, log: Path, timeout: float = 180) -> Path:
