@@ -96,7 +96,7 @@ def test_pnn_does_not_forget(root):
 
 def test_pnn_late_column_keeps_the_scale_of_the_first():
     """Lateral links from 40 earlier columns must not blow up a new column's activations: a sum of
-    one link per earlier column did (its logits spread 60x the first column's at init), and on
+    one link per earlier column did (here its logits spread 80x the first column's at init), and on
     Omniglot the columns after the 35th then stayed at chance on their own alphabet."""
     import torch
 
