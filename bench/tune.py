@@ -12,6 +12,8 @@ A strategy whose grid has at most `budget` points gets all of them; a larger gri
 gets `budget` points drawn with the seed; strategies without a space (naive,
 joint) need no trials. The optimizer, learning rate, batch size and epochs stay
 the protocol's for every method (`--epochs N` shortens every trial alike).
+Memory-free rows (`--memory 0`) search `[tune.memory0.<name>]` where the file
+declares one, else the same `[tune.<name>]`.
 
 Trials are ordinary cells run with `--holdout`: they train on the training split
 minus a held-out part and are scored on that part, never on the test split.
@@ -72,40 +74,48 @@ def add_parser(sub, count, fraction, datasets, scenarios) -> argparse.ArgumentPa
     return p
 
 
-def search_spaces(protocol: dict[str, Any], known: dict) -> tuple[int, dict[str, dict[str, list]]]:
+def search_spaces(protocol: dict[str, Any], known: dict,
+                  memory: int | None = None) -> tuple[int, dict[str, dict[str, list]]]:
     """The protocol's budget and search spaces, every value checked against the strategy's settings.
 
+    At memory 0 a strategy's `[tune.memory0.<name>]` space, where the protocol has one, replaces
+    its `[tune.<name>]`: the memory-free rows keep their own grid when the other rows' grid moves.
     Raises ValueError naming the first bad entry.
     """
-    from bench.settings import SettingError
-
     section = protocol.get("tune", {})
     if not isinstance(section, dict):
         raise ValueError(f"tune must be a section, got {section!r}")
     budget = section.get("budget", DEFAULT_BUDGET)
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
         raise ValueError(f"tune.budget must be a whole number >= 1, got {budget!r}")
-    spaces = {}
-    for name, space in section.items():
-        if name == "budget":
-            continue
-        if name not in known:
-            raise ValueError(f"unknown strategy section [tune.{name}]; valid: {', '.join(known)}")
-        if not isinstance(space, dict) or not space:
-            raise ValueError(f"tune.{name} must be a section of KEY = [values], got {space!r}")
-        settings = known[name].settings
-        for key, values in space.items():
-            if key not in settings:
-                raise ValueError(f"tune.{name}.{key}: {name} has no setting {key}; "
-                                 f"valid: {', '.join(settings) or 'none'}")
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"tune.{name}.{key} must be a non-empty list of values, got {values!r}")
-            try:
-                space[key] = [settings[key].check(f"tune.{name}.{key}", v) for v in values]
-            except SettingError as exc:
-                raise ValueError(str(exc)) from None
-        spaces[name] = space
-    return budget, spaces
+    memory0 = section.get("memory0", {})
+    if not isinstance(memory0, dict):
+        raise ValueError(f"tune.memory0 must be a section, got {memory0!r}")
+    spaces = {name: _checked(f"tune.{name}", name, space, known)
+              for name, space in section.items() if name not in ("budget", "memory0")}
+    own = {name: _checked(f"tune.memory0.{name}", name, space, known) for name, space in memory0.items()}
+    return budget, {**spaces, **own} if memory == 0 else spaces
+
+
+def _checked(where: str, name: str, space: Any, known: dict) -> dict[str, list]:
+    """One strategy's search space with its values checked, or ValueError."""
+    from bench.settings import SettingError
+
+    if name not in known:
+        raise ValueError(f"unknown strategy section [{where}]; valid: {', '.join(known)}")
+    if not isinstance(space, dict) or not space:
+        raise ValueError(f"{where} must be a section of KEY = [values], got {space!r}")
+    settings = known[name].settings
+    for key, values in space.items():
+        if key not in settings:
+            raise ValueError(f"{where}.{key}: {name} has no setting {key}; valid: {', '.join(settings) or 'none'}")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{where}.{key} must be a non-empty list of values, got {values!r}")
+        try:
+            space[key] = [settings[key].check(f"{where}.{key}", v) for v in values]
+        except SettingError as exc:
+            raise ValueError(str(exc)) from None
+    return space
 
 
 def trial_points(space: dict[str, list], budget: int, seed: int) -> list[dict[str, Any]]:
@@ -127,11 +137,11 @@ def cmd_tune(args, argv: list[str]) -> int:
     known = registry.strategies()
     try:
         protocol = cfg.apply_overrides(cfg.load_protocol(args.dataset, args.scenario), args.overrides)
-        budget, spaces = search_spaces(protocol, known)
+        memory = protocol.get("memory") if args.memory is None else args.memory
+        budget, spaces = search_spaces(protocol, known, memory)
     except (cfg.ConfigError, ValueError) as exc:
         raise UsageError(f"protocol {args.dataset}-{args.scenario}: {exc}") from None
     budget = args.budget or budget
-    memory = protocol.get("memory") if args.memory is None else args.memory
     named = [s.strip() for s in args.strategies.split(",") if s.strip()] if args.strategies else None
     for name in named or []:
         if name in known and name not in spaces:

@@ -5,6 +5,7 @@ Runs `bench.cli.main` in this process on a copy of the protocol files, so the
 repository's protocols are never written.
 """
 import argparse
+import copy
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,19 @@ def test_trial_points_full_grid_or_budget_sampled_with_the_seed():
 def test_search_space_is_checked_against_the_strategy_settings(space, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         search_spaces({"tune": space}, registry.strategies())
+
+
+def test_memory_free_rows_search_their_own_space_where_the_protocol_declares_one():
+    tune = {"ewc": {"lambda": [1.0, 10.0]}, "lwf": {"alpha": [1.0]}, "memory0": {"ewc": {"lambda": [1e6]}}}
+    known = registry.strategies()
+    assert search_spaces({"tune": copy.deepcopy(tune)}, known, memory=200)[1] == \
+        {"ewc": {"lambda": [1.0, 10.0]}, "lwf": {"alpha": [1.0]}}
+    assert search_spaces({"tune": copy.deepcopy(tune)}, known, memory=0)[1] == \
+        {"ewc": {"lambda": [1e6]}, "lwf": {"alpha": [1.0]}}
+    with pytest.raises(ValueError, match=r"tune\.memory0\.ewc\.lambda must be >= 0\.0"):
+        search_spaces({"tune": {"memory0": {"ewc": {"lambda": [-1.0]}}}}, known, memory=0)
+    with pytest.raises(ValueError, match=r"unknown strategy section \[tune\.memory0\.ewcc\]"):
+        search_spaces({"tune": {"memory0": {"ewcc": {"lambda": [1.0]}}}}, known)
 
 
 def test_every_protocol_declares_valid_search_spaces():
