@@ -94,7 +94,7 @@ def search_spaces(protocol: dict[str, Any], known: dict,
     spaces = {name: _checked(f"tune.{name}", name, space, known)
               for name, space in section.items() if name not in ("budget", "memory0")}
     own = {name: _checked(f"tune.memory0.{name}", name, space, known) for name, space in memory0.items()}
-    return budget, {**spaces, **own} if memory == 0 else spaces
+    return budget, ({**spaces, **own} if memory == 0 else spaces)
 
 
 def _checked(where: str, name: str, space: Any, known: dict) -> dict[str, list]:
