@@ -19,6 +19,7 @@ import pandas as pd
 from bench.captions import budget, reference_note, table_caption
 from bench.files import atomic_write, safe_name
 from bench.ib_network import ib_network_line
+from bench.readme import bench_tables
 from bench.records import METRICS, is_number
 from bench.significance import significance_line
 from bench.summary import marks, missing, records_or_load, seed_frame, seeds_of, summary_frame
@@ -162,7 +163,9 @@ def write_tables(results_dir: str | os.PathLike,
                  records: Sequence[dict] | None = None) -> list[Path]:
     """Write `{dataset}_{scenario}[_memory0].md/.csv/.tex` under `<results>/tables/`; return the paths.
 
-    `records` may be passed to avoid reading (and warning about) the runs twice.
+    A table written earlier whose records are all gone is removed, so the folder stays exactly what
+    the records give; other scripts' tables there are kept. `records` may be passed to avoid reading
+    (and warning about) the runs twice.
     """
     out = Path(results_dir) / "tables"
     records = records_or_load(results_dir, records)
@@ -180,4 +183,8 @@ def write_tables(results_dir: str | os.PathLike,
             paths.append(atomic_write(out / f"{stem}{suffix}.csv", csv_text))
             paths.append(atomic_write(out / f"{stem}{suffix}.tex",
                                       latex_table(table, f"{caption}\n{notes}".strip())))
+    written = {path.stem for path in paths}
+    for stale in set(bench_tables(out)) - written:
+        for ext in ("md", "csv", "tex"):
+            (out / f"{stale}.{ext}").unlink(missing_ok=True)
     return paths

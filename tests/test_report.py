@@ -147,6 +147,16 @@ def test_tables_in_three_formats(results: Path) -> None:
     assert rows["lwf + replay (epochs 2)"][0] == "60.00" and rows["lwf + replay (epochs 10)"][0] == "65.00"
 
 
+def test_a_table_whose_records_are_gone_is_removed_and_other_tables_are_kept(results: Path) -> None:
+    report.write_tables(results)
+    tables = results / "tables"
+    (tables / "compression-x.md").write_text("made by another script\n")
+    (results / "runs" / "cifar_naive.json").unlink()  # the cifar10 table's only record
+    names = sorted(p.name for p in report.write_tables(results))
+    assert names == sorted(f"mnist_class-il.{ext}" for ext in ("md", "csv", "tex"))
+    assert sorted(p.name for p in tables.iterdir()) == sorted(names + ["compression-x.md"])
+
+
 def test_failed_seed_never_becomes_numbers(results: Path) -> None:
     report.write_tables(results)
     tables = results / "tables"

@@ -196,6 +196,8 @@ def test_committed_tables_are_what_bench_table_writes_from_the_committed_records
         committed = REPO / "results" / "tables" / path.name
         assert committed.is_file(), f"{path.name}: written by bench table, not in results/tables/"
         assert committed.read_bytes() == path.read_bytes(), f"results/tables/{path.name} differs from bench table's"
+    assert readme.bench_tables(REPO / "results" / "tables") == readme.bench_tables(tmp_path / "tables"), \
+        "results/tables/ holds a table whose records are gone (python -m bench table removes it)"
 
 
 def test_plots_the_readme_shows_are_committed() -> None:
