@@ -1,12 +1,18 @@
 """What a record needs to be trusted or redone: the code that made it, package versions, host, build.
 
-The code fingerprint is a hash of the source files whose code runs inside a cell:
+The code fingerprint stands for the behaviour of the code whose code runs inside a cell:
 `bench/cell.py`, `bench/config.py` and every project module they import (followed through the import
 statements, also those inside functions), plus the strategy's own module or
-package and what it imports. The runner, CLI and reports are not among them, nor
-the protocol files (the configuration hash covers their settings), so editing
-those does not make finished records stale. Records made by other code are not
-"done" (`run` reruns them) and are marked in tables.
+package and what it imports. It hashes each module's syntax tree with its
+docstrings removed, keyed by the module's name, so a comment, docstring, blank
+line or formatting edit leaves finished records valid while any change of code
+(a constant, a call, an annotation) does not. The runner, CLI and reports are
+not among them, nor the protocol files (the configuration hash covers their
+settings), so editing those does not make finished records stale. Records made
+by other code are not "done" (`run` reruns them) and are marked in tables.
+
+`byte_fingerprint` is the hash this suite used before (the files' bytes); it is
+kept only for `restamp`, the one migration step from it.
 """
 from __future__ import annotations
 
@@ -77,8 +83,40 @@ def code_files(strategy_module: str | None = None) -> list[Path]:
     return sorted(set(seen.values()))
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT_DIR).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    """`tree` with the docstring of the module and of every class and function removed (in place)."""
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            # a body cannot be empty: a function that was only a docstring behaves like one that passes
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def behaviour(path: Path) -> str:
+    """The module's code as its syntax tree shows it: no comments, docstrings, line numbers or layout."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return ast.dump(_without_docstrings(tree), annotate_fields=False, include_attributes=False)
+
+
 def fingerprint(files: list[Path]) -> str:
-    """Hash of the files' paths (relative to the project) and contents."""
+    """Hash of the modules' names and their code (see `behaviour`)."""
+    digest = hashlib.sha256()
+    for name, path in sorted((_module_name(p), p) for p in files):
+        digest.update(name.encode() + b"\0" + behaviour(path).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def byte_fingerprint(files: list[Path]) -> str:
+    """The former fingerprint: a hash of the files' paths and bytes (only `restamp` uses it)."""
     digest = hashlib.sha256()
     for path in sorted(files):
         digest.update(path.relative_to(PROJECT_DIR).as_posix().encode() + b"\0")
