@@ -277,9 +277,11 @@ def cmd_list() -> int:
     print("datasets:  " + ", ".join(DATASETS))
     print("scenarios: " + ", ".join(SCENARIOS))
     print("\nstrategies (memory: shared = the matched replay buffer, own = its own of the same size):")
-    known = registry.strategies()
+    from bench.display import ordered
+
+    known = {name: registry.get(name) for name in ordered(registry.strategies())}
     for name, info in known.items():
-        print(f"  {name:<8} [{info.memory}] {info.summary}")
+        print(f"  {name:<10} [{info.memory}] {info.summary}")
     print("  not implemented: the reference's \"Adaptive Network\" and \"Activation Regularization\" baselines,"
           " which it names with one line each and no citation, so neither can be reproduced (see README)")
     print("\nwhere each applies (protocol memory budgets):")

@@ -23,6 +23,7 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
     from bench import registry
     from bench import models
     from bench.provenance import code_fingerprint
+    from bench.display import ordered
     from bench.records import identity
     from bench.runner import Cell, check_writable, finished_ok, record_path
 
@@ -72,7 +73,7 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
     runtime = {**({"device": device} if device != "cpu" else {}),
                **({"threads": args.threads} if args.threads != 1 else {})}
     cells, skipped, runnable = [], [], []
-    for name in named or list(known):
+    for name in named or ordered(known):
         info = known[name]
         reason = info.why_not(args.dataset, args.scenario, memory, protocol.get("backbone"))
         if reason:
