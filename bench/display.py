@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
+# Marks a table row whose strategy ran on its declared defaults (no protocol section: not tuned there).
+UNTUNED_MARK = "‡"
+
 ORDER = ("naive", "joint", "replay", "ewc", "lwf", "si", "mas", "icarl", "agem", "gdumb", "bic", "derpp", "er_ace",
          "supportnet", "pnc", "pnn", "ib")
 

@@ -43,6 +43,15 @@ class StrategyInfo:
         return dict(getattr(self.module, "SETTINGS", {}))
 
     @property
+    def source(self) -> str:
+        """The strategy's file (its package's `__init__.py`), relative to the project: where it declares SETTINGS."""
+        from pathlib import Path
+
+        path = Path(self.module.__file__).resolve()
+        root = Path(__file__).resolve().parent.parent
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+    @property
     def whole_stream(self) -> bool:
         return bool(getattr(self.module, "WHOLE_STREAM", False))
 
