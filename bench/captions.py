@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.display import UNTUNED_MARK
 from bench.records import is_number
 from bench.summary import DDOF, DIRTY_MARK, OLD_CODE_MARK, missing
 
@@ -103,10 +104,14 @@ def _footnotes(rows: pd.DataFrame) -> str:
     notes = ""
     if len(rows) and rows.get("n_old_code", pd.Series(dtype=int)).fillna(0).astype(int).any():
         notes += (f" {OLD_CODE_MARK} Some seeds were made by older code than the current one (their code "
-                  "fingerprint differs); `bench run` reruns them.")
+                  "fingerprint differs); `bench run` reruns those whose configuration the protocol still plans, "
+                  "and `bench prune` lists the others (configurations no protocol plans any more).")
     if len(rows) and rows.get("n_dirty", pd.Series(dtype=int)).fillna(0).astype(int).any():
         notes += (f" {DIRTY_MARK} Some seeds were made with uncommitted changes to the code that runs "
                   "in a cell (git_dirty).")
+    if len(rows) and rows.get("n_untuned", pd.Series(dtype=int)).fillna(0).astype(int).any():
+        notes += (f" {UNTUNED_MARK} The strategy ran on its declared defaults: its protocol file has no "
+                  "section for it, so its settings were not tuned for this setting.")
     return notes
 
 

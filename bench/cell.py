@@ -201,7 +201,7 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
         memory=config["memory"], epochs=config["epochs"], batch_size=config["batch_size"],
         eval_batch_size=config["eval_batch_size"], optimizer=config["optimizer"],
         params=config["params"], backbone=config["backbone"], seed=config["seed"], device=device,
-        augment=config.get("augment", False))
+        augment=config.get("augment", False), memory_kind=info.memory)
     close_logs = None
     if log:
         ctx.evaluator, close_logs = loggers.evaluator(log, log_dir)
@@ -222,17 +222,18 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
     per_task: list[dict[str, Any]] = []
     # whatever stores training data says how much it holds (the exemplars_held convention)
     stores = [p for p in (strategy, *method_plugins) if hasattr(p, "exemplars_held")]
+    check_stores(config["strategy"], info.memory, config["memory"], stores)
     held: list[int] = []
     try:
         if info.whole_stream:
             strategy.train(bench.train_stream)
             rows.append(_evaluate(strategy, accuracy, bench.test_stream, n_tasks, n_tasks))
-            held.append(sum(p.exemplars_held() for p in stores))
+            held.append(held_within_budget(config, stores, n_tasks))
         else:
             for i, experience in enumerate(bench.train_stream):
                 strategy.train(experience)
                 rows.append(_evaluate(strategy, accuracy, bench.test_stream[: i + 1], i + 1, n_tasks))
-                held.append(sum(p.exemplars_held() for p in stores))
+                held.append(held_within_budget(config, stores, i + 1))
                 if report is not None:
                     per_task.append(report())
     finally:
@@ -269,6 +270,29 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
     if per_task:
         record["per_task"] = per_task
     return record
+
+
+class MemoryBudgetError(RuntimeError):
+    """A strategy stores more than the cell's budget, or does not say what it stores."""
+
+
+def check_stores(name: str, kind: str, budget: int, stores: list) -> None:
+    """A strategy that keeps exemplars must expose what it holds (`exemplars_held()`), so that the
+    budget can be checked; raises MemoryBudgetError before any training when nothing does."""
+    if kind in ("shared", "own") and budget > 0 and not stores:
+        raise MemoryBudgetError(
+            f"{name} declares MEMORY = {kind!r} with a budget of {budget} exemplars, but neither its "
+            f"strategy nor any of its plugins has exemplars_held(): give the object that stores the "
+            f"exemplars an exemplars_held() method returning how many it holds (docs/extending.md)")
+
+
+def held_within_budget(config: dict[str, Any], stores: list, tasks_done: int) -> int:
+    """Exemplars held after a task, all stores together; MemoryBudgetError when over the budget."""
+    held = sum(int(p.exemplars_held()) for p in stores)
+    if held > config["memory"]:
+        raise MemoryBudgetError(f"{config['strategy']} holds {held} exemplars after task {tasks_done}, "
+                                f"over the cell's budget of {config['memory']}")
+    return held
 
 
 def _plugin_report(plugins: list):

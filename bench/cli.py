@@ -1,4 +1,4 @@
-"""Command line: `python -m bench {run,tune,table,plot,list}`.
+"""Command line: `python -m bench {run,tune,table,plot,prune,list}`.
 
 Bad input (unknown names, impossible settings, unusable data or results folder)
 is reported before any training, with exit code 2. A run whose cells all
@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "table":
             p.add_argument("--readme", type=Path, metavar="README.md",
                            help="also rewrite this file's <!-- bench:table NAME --> blocks from the tables")
+    prune = sub.add_parser("prune", help="list records no protocol plans any more or made by older code "
+                                         "(dry run; --yes deletes them)")
+    prune.add_argument("--results", type=Path, default=Path("results"))
+    prune.add_argument("--yes", action="store_true", help="delete the records listed")
     sub.add_parser("list", help="datasets, scenarios, strategies and where each applies")
     return parser
 
@@ -109,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_table(args.results, args.readme)
         if args.command == "plot":
             return cmd_plot(args.results)
+        if args.command == "prune":
+            from bench.prune import cmd_prune
+
+            return cmd_prune(args.results, args.yes)
         return cmd_list()
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -140,6 +148,11 @@ def cmd_run(args, argv: list[str]) -> int:
     planned, skipped = plan(args)
     for name, reason in skipped:
         print_line(f"skip {name}: {reason}")
+    from bench.display import ordered
+    from bench.plan import untuned
+
+    for line in untuned(args, ordered({cell.config["strategy"] for cell, _ in planned})):
+        print_line(line)
     done = [cell for cell, exists in planned if exists]
     todo = [cell for cell, exists in planned if not exists]
     for cell in done:
@@ -277,9 +290,11 @@ def cmd_list() -> int:
     print("datasets:  " + ", ".join(DATASETS))
     print("scenarios: " + ", ".join(SCENARIOS))
     print("\nstrategies (memory: shared = the matched replay buffer, own = its own of the same size):")
-    known = registry.strategies()
+    from bench.display import ordered
+
+    known = {name: registry.get(name) for name in ordered(registry.strategies())}
     for name, info in known.items():
-        print(f"  {name:<8} [{info.memory}] {info.summary}")
+        print(f"  {name:<10} [{info.memory}] {info.summary}")
     print("  not implemented: the reference's \"Adaptive Network\" and \"Activation Regularization\" baselines,"
           " which it names with one line each and no citation, so neither can be reproduced (see README)")
     print("\nwhere each applies (protocol memory budgets):")

@@ -130,11 +130,13 @@ def validate_protocol(protocol: dict[str, Any]) -> None:
 
 
 def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str, seed: int,
-            memory_used: int, holdout: float = 0.0, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+            memory_used: int, holdout: float = 0.0, schema: dict[str, Any] | None = None,
+            source: str | None = None) -> dict[str, Any]:
     """The full configuration of one cell; `memory_used` is the budget this strategy actually gets.
 
     `schema` is the strategy's declared settings: their defaults fill what the protocol
-    leaves out, and a value that is unknown or out of range raises ConfigError.
+    leaves out, and a value that is unknown or out of range raises ConfigError (naming the
+    strategy's file `source`, where the setting would be declared).
     """
     from bench.settings import SettingError, resolve_settings
 
@@ -146,7 +148,7 @@ def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str
     epochs = own.pop("epochs", protocol["epochs"])
     if schema is not None:
         try:
-            own = resolve_settings(strategy, schema, own)
+            own = resolve_settings(strategy, schema, own, source)
         except SettingError as exc:
             raise ConfigError(str(exc)) from None
     config = {
@@ -170,6 +172,13 @@ def resolve(protocol: dict[str, Any], dataset: str, scenario: str, strategy: str
     if tuned:
         config["tuned"] = sorted(tuned)
     return config
+
+
+def has_section(protocol: dict[str, Any], strategy: str) -> bool:
+    """Whether the protocol sets anything for this strategy at its budget (else the strategy runs on
+    its declared defaults, chosen for no protocol); at memory 0 a `[memory0.<name>]` section counts too."""
+    sections = [protocol.get("strategies", {})] + ([protocol.get("memory0", {})] if protocol["memory"] == 0 else [])
+    return any(strategy in s for s in sections)
 
 
 def config_hash(config: dict[str, Any]) -> str:

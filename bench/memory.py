@@ -64,7 +64,10 @@ class ClassBalancedReplay(SupervisedPlugin):
             strategy.dataloader = ReplayBatches(strategy.dataloader, self.tensors(), self.generator)
 
     def after_training_exp(self, strategy, **kwargs):
-        x, y, t = materialize(strategy.experience.dataset.eval())
+        self.add(*materialize(strategy.experience.dataset.eval())[:3])
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> None:
+        """Take a random sample of every class in (x, y, t), then shrink every class to its share."""
         for key in sorted(set(zip(t.tolist(), y.tolist()))):
             idx = torch.nonzero((t == key[0]) & (y == key[1])).flatten()
             idx = idx[torch.randperm(len(idx), generator=self.generator)]

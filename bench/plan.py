@@ -23,21 +23,14 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
     from bench import registry
     from bench import models
     from bench.provenance import code_fingerprint
+    from bench.display import ordered
     from bench.records import identity
     from bench.runner import Cell, check_writable, finished_ok, record_path
 
     known = registry.strategies()
     named = _strategy_list(args.strategies, known)
     device = check_device(args.device)
-    try:
-        protocol = cfg.apply_overrides(cfg.load_protocol(args.dataset, args.scenario), args.overrides)
-        if args.epochs is not None:
-            protocol["epochs"] = args.epochs
-        if args.memory is not None:
-            protocol["memory"] = args.memory
-        cfg.validate_protocol(protocol)
-    except cfg.ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    protocol = run_protocol(args)
     memory = protocol["memory"]
     for text in args.overrides:  # a misspelt strategy section would otherwise be ignored silently
         path = cfg.parse_override(text)[0]
@@ -46,17 +39,20 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
     sections = [("strategies", n) for n in protocol.get("strategies", {})] \
         + [("memory0", n) for n in protocol.get("memory0", {})]
     for where, name in sections:  # every section, also of strategies not run now
+        section = f"protocol {args.dataset}-{args.scenario} ({cfg.protocol_path(args.dataset, args.scenario)}), " \
+                  f"section [{where}.{name}]" + ("" if named is None or name in named else
+                                                 f" (of {name}, not run now: every section is checked)")
         if name not in known:
-            raise UsageError(f"protocol {args.dataset}-{args.scenario}: unknown strategy section "
-                             f"[{where}.{name}]; valid: {', '.join(known)}")
+            raise UsageError(f"{section}: unknown strategy {name}; valid: {', '.join(known)}")
         try:
             checked = {**protocol, "memory": 0} if where == "memory0" else protocol  # as resolve overlays it
-            config = cfg.resolve(checked, args.dataset, args.scenario, name, 0, 0, schema=known[name].settings)
+            config = cfg.resolve(checked, args.dataset, args.scenario, name, 0, 0, schema=known[name].settings,
+                                 source=known[name].source)
         except cfg.ConfigError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(f"{section}: {exc}") from None
         problem = known[name].conflict(config["params"])
         if problem:
-            raise UsageError(f"[{where}.{name}]: {problem}")
+            raise UsageError(f"{section}: {problem}")
     problem = models.unusable(args.dataset, protocol["backbone"])
     if problem:
         raise UsageError(problem)
@@ -72,7 +68,7 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
     runtime = {**({"device": device} if device != "cpu" else {}),
                **({"threads": args.threads} if args.threads != 1 else {})}
     cells, skipped, runnable = [], [], []
-    for name in named or list(known):
+    for name in named or ordered(known):
         info = known[name]
         reason = info.why_not(args.dataset, args.scenario, memory, protocol.get("backbone"))
         if reason:
@@ -85,7 +81,7 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
         code = code_fingerprint(info.module.__name__)
         for seed in seeds:
             config = cfg.resolve(protocol, args.dataset, args.scenario, name, seed, used, args.holdout,
-                                 schema=info.settings)
+                                 schema=info.settings, source=info.source)
             config.update(runtime)
             config["hash"] = cfg.config_hash(config)
             path = record_path(args.results, config)
@@ -95,6 +91,44 @@ def plan(args) -> tuple[list, list[tuple[str, str]]]:
         return cells, skipped  # nothing to train: the data is not needed (a fresh clone offline still reports)
     _check_data(args, runnable, memory)
     return cells, skipped
+
+
+def run_protocol(args) -> dict:
+    """The protocol as this run sees it: the file, then --set, --epochs and --memory; checked."""
+    from bench import config as cfg
+
+    try:
+        protocol = cfg.apply_overrides(cfg.load_protocol(args.dataset, args.scenario), args.overrides)
+        if args.epochs is not None:
+            protocol["epochs"] = args.epochs
+        if args.memory is not None:
+            protocol["memory"] = args.memory
+        cfg.validate_protocol(protocol)
+    except cfg.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return protocol
+
+
+def untuned(args, names) -> list[str]:
+    """Lines for the strategies among `names` that run on their declared defaults: they have settings,
+    and the protocol has no section for them, so nothing was chosen for this protocol."""
+    from bench import config as cfg
+    from bench import registry
+
+    from bench.display import UNTUNED_MARK
+
+    protocol = run_protocol(args)
+    lines = []
+    for name in names:
+        info = registry.get(name)
+        if info.settings and not cfg.has_section(protocol, name):
+            values = ", ".join(f"{k}={v.default}" for k, v in info.settings.items())
+            lines.append(f"note: {name} runs {args.dataset} {args.scenario} on its declared defaults ({values}): "
+                         f"{cfg.protocol_path(args.dataset, args.scenario)} has no [strategies.{name}] section"
+                         f"{f' (nor [memory0.{name}])' if protocol['memory'] == 0 else ''}, so nothing was tuned "
+                         f"for this protocol; tables mark such rows {UNTUNED_MARK}")
+    return lines
+
 
 
 def _strategy_list(text: str | None, known: dict) -> list[str] | None:

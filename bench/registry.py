@@ -11,7 +11,7 @@ and optionally
     def unsupported(dataset, scenario, memory, backbone) -> str | None   # why it doesn't apply to a cell
     def invalid(memory, n_classes) -> str | None  # why a setting is impossible (an input error)
     def conflict(params) -> str | None     # why settings valid one by one cannot go together
-Its docstring's first line describes it in `bench list`. Adding a baseline is adding one file.
+Its docstring's first line describes it in `bench list`. docs/extending.md walks through adding one.
 Importing a strategy module must be cheap: import Avalanche inside `build`.
 """
 from __future__ import annotations
@@ -41,6 +41,15 @@ class StrategyInfo:
     def settings(self) -> dict:
         """The declared settings (name -> bench.settings.Setting); none when the module declares none."""
         return dict(getattr(self.module, "SETTINGS", {}))
+
+    @property
+    def source(self) -> str:
+        """The strategy's file (its package's `__init__.py`), relative to the project: where it declares SETTINGS."""
+        from pathlib import Path
+
+        path = Path(self.module.__file__).resolve()
+        root = Path(__file__).resolve().parent.parent
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
     @property
     def whole_stream(self) -> bool:
@@ -93,14 +102,16 @@ _REGISTRY: dict[str, StrategyInfo] | None = None
 
 
 def strategies() -> dict[str, StrategyInfo]:
-    """All registered strategies by name, in the order tables list them."""
+    """All registered strategies, by name in alphabetical order.
+
+    The order `bench list` and `bench run` show them in is `bench.display`'s: it is kept out of
+    this module and of what it imports, because the registry runs in every cell and so its
+    code is part of every record's code fingerprint (bench/provenance.py).
+    """
     global _REGISTRY
     if _REGISTRY is None:
         found = _discover()
-        order = ["naive", "joint", "replay", "ewc", "lwf", "icarl", "derpp", "er_ace", "supportnet", "pnc",
-                 "pnn", "ib"]
-        names = [n for n in order if n in found] + sorted(n for n in found if n not in order)
-        _REGISTRY = {n: found[n] for n in names}
+        _REGISTRY = {n: found[n] for n in sorted(found)}
     return _REGISTRY
 
 

@@ -77,12 +77,21 @@ def _article(kind: type) -> str:
         kind, kind.__name__)
 
 
-def resolve_settings(strategy: str, schema: dict[str, Setting], given: dict[str, Any]) -> dict[str, Any]:
-    """Defaults overlaid with `given`, every value checked; raises SettingError on the first problem."""
+def resolve_settings(strategy: str, schema: dict[str, Setting], given: dict[str, Any],
+                     source: str | None = None) -> dict[str, Any]:
+    """Defaults overlaid with `given`, every value checked; raises SettingError on the first problem.
+
+    `source` names the strategy's file, so that an unknown key's message says where to declare it.
+    """
     unknown = sorted(set(given) - set(schema) - set(SHARED_KEYS))
     if unknown:
-        valid = ", ".join(schema) or "none"
-        raise SettingError(f"unknown setting strategies.{strategy}.{unknown[0]}; valid: {valid}")
+        key = unknown[0]
+        where = source or f"the module of strategy {strategy}"
+        has = f"it declares {', '.join(schema)}" if schema else "it declares none (no SETTINGS)"
+        raise SettingError(
+            f"unknown setting strategies.{strategy}.{key}: {strategy} has no SETTINGS entry {key!r} ({has}; "
+            f"besides, any strategy section may set {' and '.join(SHARED_KEYS)}). Declare it in {where}: "
+            f"SETTINGS = {{{key!r}: Setting(default, ...)}} (bench/settings.py), or remove the key")
     out = {}
     for key, setting in schema.items():
         out[key] = setting.check(f"strategies.{strategy}.{key}", given.get(key, setting.default))

@@ -79,6 +79,8 @@ class StrategyContext:
     device: str = "cpu"
     evaluator: Any = None  # an Avalanche EvaluationPlugin (bench run --log), else none
     augment: bool = False  # random crop and flip of training batches (the protocol's `augment`)
+    # the strategy's declared MEMORY: only "shared" gets the matched buffer from `template`
+    memory_kind: str = "shared"
 
     @property
     def spec(self) -> models.BackboneSpec | None:
@@ -114,9 +116,11 @@ class StrategyContext:
                  **kwargs):
         """An Avalanche strategy of class `cls` with the protocol's optimizer, epochs and batch sizes.
 
-        `replay=True` adds the shared memory (when the budget is non-zero), so every
-        strategy without a memory of its own gets the same one. Templates that build
-        their own model from a feature extractor (iCaRL) pass theirs in `kwargs`.
+        The shared memory (when the budget is non-zero) is added for strategies that declare
+        `MEMORY = "shared"` only, so every strategy without a memory of its own gets the same
+        one; a strategy declaring "own" or "none" never gets it, whatever it passes, and
+        `replay=False` lets a "shared" one leave it out. Templates that build their own model
+        from a feature extractor (iCaRL) pass theirs in `kwargs`.
         """
         from avalanche.training.templates import SupervisedTemplate
 
@@ -125,7 +129,7 @@ class StrategyContext:
             kwargs.setdefault("criterion", nn.CrossEntropyLoss())
             kwargs.setdefault("optimizer", self.make_optimizer(kwargs["model"].parameters()))
         plugins = list(plugins)
-        memory = self.replay() if replay else None
+        memory = self.replay() if replay and self.memory_kind == "shared" else None
         if memory is not None:
             plugins.append(memory)
         strategy = fast(cls or SupervisedTemplate)(

@@ -23,14 +23,15 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from bench.display import UNTUNED_MARK
 from bench.records import METRICS, is_number, validate_record
 
 COSTS = ("time_s", "peak_rss_mb", "params", "extra_state_bytes")
-STRATEGY_ORDER = ("naive", "joint", "replay", "ewc", "lwf", "icarl", "pnn", "ib")
+STRATEGY_ORDER = ("naive", "joint", "replay", "ewc", "lwf", "si", "mas", "icarl", "agem", "gdumb", "bic", "pnn", "ib")
 KEY = ["dataset", "scenario", "strategy", "hash"]
 DDOF = 1  # sample std: with a handful of seeds the population std understates spread
 
-_SEED_COLUMNS = KEY + ["seed", "ok", "memory", "epochs", "old_code", "dirty", "backbone", "data_official",
+_SEED_COLUMNS = KEY + ["seed", "ok", "memory", "epochs", "old_code", "dirty", "untuned", "backbone", "data_official",
                        "tasks", "held", *METRICS, *COSTS]
 
 # Config keys that never distinguish two configurations of one strategy.
@@ -110,7 +111,7 @@ def summary_frame(records: Sequence[dict]) -> pd.DataFrame:
     """
     stat_cols = [f"{m}_{s}" for m in METRICS + COSTS for s in ("mean", "std")]
     columns = KEY + ["label", "memory", "held_max", "epochs", "n_seeds", "n_failed", "n_old_code",
-                     "n_dirty"] + stat_cols
+                     "n_dirty", "n_untuned"] + stat_cols
     if not records:
         return pd.DataFrame(columns=columns)
     labels = config_labels(records)
@@ -148,7 +149,25 @@ def _current_codes() -> dict[str, str]:
 
 
 def marks(row: pd.Series) -> str:
-    return (OLD_CODE_MARK if row.get("n_old_code", 0) else "") + (DIRTY_MARK if row.get("n_dirty", 0) else "")
+    return (OLD_CODE_MARK if row.get("n_old_code", 0) else "") + (DIRTY_MARK if row.get("n_dirty", 0) else "") \
+        + (UNTUNED_MARK if row.get("n_untuned", 0) else "")
+
+
+@functools.lru_cache(maxsize=None)
+def on_defaults(dataset: str, scenario: str, strategy: str, memory: Any) -> bool:
+    """Whether a row ran on the strategy's declared defaults: it declares settings, and its protocol file
+    has no section for it at that budget (bench.config.has_section), so nothing was chosen for it there."""
+    from bench import config as cfg
+    from bench import registry
+
+    info = registry.strategies().get(strategy)
+    if info is None or not info.settings or not is_number(memory):
+        return False
+    try:
+        protocol = cfg.load_protocol(dataset, scenario)
+    except (cfg.ConfigError, OSError, ValueError):
+        return False
+    return not cfg.has_section({**protocol, "memory": memory}, strategy)
 
 
 def _as_int_if_integral(column: pd.Series) -> pd.Series:
@@ -169,7 +188,9 @@ def _flat_row(record: dict) -> dict:
                memory=cfg.get("memory"), epochs=cfg.get("epochs"),
                # marks concern the numbers shown, so only ok seeds count
                old_code=record["status"] == "ok" and record.get("code") != current_code(cfg["strategy"]),
-               dirty=record["status"] == "ok" and record.get("git_dirty") is True)
+               dirty=record["status"] == "ok" and record.get("git_dirty") is True,
+               untuned=record["status"] == "ok" and on_defaults(cfg["dataset"], cfg["scenario"], cfg["strategy"],
+                                                                cfg.get("memory")))
     row.update(backbone=cfg.get("backbone"), data_official=record.get("data_official"),
                tasks=len(record["acc_matrix"][-1]) if row["ok"] else None)
     held = record.get("exemplars_held")
@@ -189,7 +210,8 @@ def _summary_row(key: tuple, group: pd.DataFrame, label: str) -> dict:
     held = pd.to_numeric(group["held"], errors="coerce").dropna()
     row.update(label=label, memory=group["memory"].iloc[0], held_max=held.max() if len(held) else None,
                epochs=group["epochs"].iloc[0], n_seeds=len(group), n_failed=int((~group["ok"]).sum()),
-               n_old_code=int(group["old_code"].sum()), n_dirty=int(group["dirty"].sum()))
+               n_old_code=int(group["old_code"].sum()), n_dirty=int(group["dirty"].sum()),
+               n_untuned=int(group["untuned"].sum()))
     for col in METRICS + COSTS:
         values = pd.to_numeric(ok[col], errors="coerce").dropna()
         row[f"{col}_mean"] = values.mean() if len(values) else np.nan

@@ -105,7 +105,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align) + "\n"
 
 
-_LATEX_SYMBOLS = {"±": r"$\pm$", "–": "--", "†": r"$^\dagger$", "*": r"$^*$"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "–": "--", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "*": r"$^*$"}
 
 
 def _latex_symbols(text: str) -> str:

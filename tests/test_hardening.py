@@ -66,7 +66,7 @@ BAD = {
     "ewc lambda not a number": (["--set", "strategies.ewc.lambda=abc"], ["strategies.ewc.lambda must be a number"]),
     "ewc lambda negative": (["--set", "strategies.ewc.lambda=-1"], ["strategies.ewc.lambda must be >= 0"]),
     "ewc lambda misspelt": (["--set", "strategies.ewc.lamda=100"], ["unknown setting strategies.ewc.lamda",
-                                                                   "valid: lambda"]),
+                                                                   "it declares lambda", "strategies/ewc.py"]),
     "lwf temperature zero": (["--set", "strategies.lwf.temperature=0"], ["strategies.lwf.temperature must be > 0"]),
     "lwf alpha a word": (["--set", "strategies.lwf.alpha=much"], ["strategies.lwf.alpha must be a number"]),
     "pnn width above one": (["--set", "strategies.pnn.width_factor=2"], ["strategies.pnn.width_factor"]),

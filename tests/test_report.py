@@ -63,7 +63,7 @@ def results(tmp_path: Path) -> Path:
     write(runs, "nested/ewc_s1.json", make_record("ewc", 1, status="failed"))
     write(runs, "lwf_e2.json", make_record("lwf", 0, 0.60, epochs=2))
     write(runs, "lwf_e10.json", make_record("lwf", 0, 0.65, epochs=10))
-    write(runs, "agem_s0.json", make_record("agem", 0, 0.55))  # not in the fixed order
+    write(runs, "gem_s0.json", make_record("gem", 0, 0.55))  # not in the fixed order
     write(runs, "ib_s0.json", make_record("ib", 0, 0.95, per_task=IB_PER_TASK))
     write(runs, "cifar_naive.json", make_record("naive", 0, 0.30, dataset="cifar10", scenario="task-il"))
     write(runs, "broken.json", '{"status": "ok", "config": {')
@@ -108,7 +108,7 @@ def test_summary_frame_statistics(results: Path) -> None:
     mnist = frame[frame["dataset"] == "mnist"]
     # records without `shared_replay` are named by the strategy's declared memory kind
     assert list(mnist["label"]) == ["naive", "replay", "ewc + replay", "lwf + replay (epochs 2)",
-                                    "lwf + replay (epochs 10)", "ib + replay", "agem"]
+                                    "lwf + replay (epochs 10)", "ib + replay", "gem"]
     replay = mnist.set_index("label").loc["replay"]
     assert replay["n_seeds"] == 2 and replay["n_failed"] == 0
     assert replay["final_acc_mean"] == pytest.approx(0.85)
@@ -136,7 +136,7 @@ def test_tables_in_three_formats(results: Path) -> None:
     assert "mean ± std over seeds" in caption and "ddof=1" in caption
     rows = table_rows(md)
     assert list(rows) == ["naive", "replay", "ewc + replay", "lwf + replay (epochs 2)",
-                          "lwf + replay (epochs 10)", "ib + replay", "agem"]
+                          "lwf + replay (epochs 10)", "ib + replay", "gem"]
     header = [c.strip() for c in md.splitlines()[2].strip("|").split("|")]
     assert header == ["Strategy", "Final acc (%)", "Avg inc. acc (%)", "Forgetting (%)", "BWT (%)",
                       "Time (s)", "Params", "Extra state (MB)", "Memory (exemplars)", "Held (max)", "Seeds"]
@@ -248,7 +248,7 @@ def test_plots_are_valid_pngs(results: Path) -> None:
     expected = {"mnist_class-il_curves.png", "cifar10_task-il_curves.png",
                 "mnist_class-il_naive_matrix.png", "mnist_class-il_replay_matrix.png",
                 "mnist_class-il_ewc_matrix.png", "mnist_class-il_ib_matrix.png",
-                "mnist_class-il_agem_matrix.png", "cifar10_task-il_naive_matrix.png",
+                "mnist_class-il_gem_matrix.png", "cifar10_task-il_naive_matrix.png",
                 "mnist_class-il_ib_active.png"}
     assert names == expected | set(lwf)
     assert [n for n in names if n.endswith("_active.png")] == ["mnist_class-il_ib_active.png"]
