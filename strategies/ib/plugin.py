@@ -117,8 +117,7 @@ class IBPlugin(SupervisedPlugin):
                 if i > 0:  # weights from inactive channels into active ones: 0 from now on
                     cols = ~feats.input_mask(i, active[i - 1])
                     _zero_block(gated.layer.weight, active[i], cols)
-                gated.since[active[i] & ~gated.frozen] = self.tasks_done
-                gated.frozen = active[i].clone()
+                gated.since[active[i] & ~gated.frozen] = self.tasks_done  # frozen from now on
             if model.multi_head:  # the task's head reads only the channels active for it
                 cols = ~feats.input_mask(len(feats.layers), active[-1])
                 for t in strategy.experience.task_labels:
