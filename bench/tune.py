@@ -251,6 +251,7 @@ def _write_choice(args, protocol: dict, memory: int, name: str, best: dict, scor
 
     from bench import config as cfg
     from bench.runner import print_line
+    from bench.settings import NONE
 
     path = cfg.protocol_path(args.dataset, args.scenario)
     document = tomlkit.parse(path.read_text())
@@ -269,7 +270,7 @@ def _write_choice(args, protocol: dict, memory: int, name: str, best: dict, scor
     section = document[where][name]
     date = datetime.now(timezone.utc).date().isoformat()
     for key, value in best.items():
-        section[key] = value
+        section[key] = NONE if value is None else value  # TOML has no null
         section.item(key).comment(f"tuned {date}: held-out final accuracy {100 * score:.2f}% by `{command}`")
     section["tuned"] = sorted(set(section.get("tuned", [])) | set(best))
     path.write_text(tomlkit.dumps(document))

@@ -502,7 +502,8 @@ def test_plugin_with_plain_naive():
     assert torch.equal(after[0][:, : len(cols)][:, cols], before[0][:, cols])
     torch.testing.assert_close(after[1], before[1], rtol=1e-6, atol=1e-6)  # exact unless a layer grew
     assert len(plugin.reports) == 2 and set(plugin.task_report()) == {
-        "active", "widths", "grown", "capped", "params", "sparsity", "train_s"}
+        "active", "widths", "grown", "capped", "params", "sparsity", "gamma", "train_s"}
+    assert plugin.task_report()["gamma"] == 0.02  # no rate: the one global gamma
 
 
 def test_build_from_context_and_unsupported_backbones():

@@ -110,6 +110,7 @@ class IBPlugin(SupervisedPlugin):
         feats.end_task()
         self._merge_optimizer(strategy.optimizer)
         capped = self._cap(feats) if self.rate is not None and self.cap else [0] * len(feats.layers)
+        gamma = self._gamma_report(feats)  # before the task's new channels freeze
         active = feats.active()
         with torch.no_grad():
             for i, gated in enumerate(feats.layers):
@@ -132,6 +133,7 @@ class IBPlugin(SupervisedPlugin):
             "capped": capped,
             "params": sum(p.numel() for p in model.parameters()),
             "sparsity": round(sparsity, 4),
+            "gamma": gamma,
             "train_s": round(time.perf_counter() - self._started, 3),
         })
 
@@ -146,6 +148,18 @@ class IBPlugin(SupervisedPlugin):
         if self.adaptive_gamma is not None:
             return self.adaptive_gamma.penalty()
         return self.gamma * sum(g.information().sum() for g in model.features.layers)
+
+    def _gamma_report(self, feats: IBFeatures) -> float | list[float | None]:
+        """The sparsity weight the task trained with: the global gamma (one number) or, with a rate,
+        per layer the mean adapted gamma of the channels free during the task at its end (None
+        where a layer had none)."""
+        if self.adaptive_gamma is None:
+            return self.gamma
+        out = []
+        for gated, gam in zip(feats.layers, self.adaptive_gamma.gamma):
+            free = ~gated.frozen
+            out.append(float(f"{float(gam[free].mean()):.4g}") if bool(free.any()) else None)
+        return out
 
     def _cap(self, feats: IBFeatures) -> list[int]:
         """Switch off the free channels beyond the rate, lowest |mu/sigma| first; how many, per layer.
