@@ -75,8 +75,10 @@ The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
   optimizer's step and its state cover them only, not the layers' mostly frozen weights. At
   test time only the channels past the threshold are computed, and a frozen Task-IL head's
   features only from the channels frozen by its task. Same function as the dense forward
-  (tested). Noise is drawn for free channels only, and for a channels-last map as a contiguous
-  tensor (torch's CPU sampler is about 8x slower filling channels-last memory).
+  (tested). On the two parts noise is drawn for free channels only (the dense forward, used
+  when a layer has no frozen or no free channel, as in the first task, draws it for all and
+  zeroes it on frozen ones), and for a channels-last map as a contiguous tensor (torch's CPU
+  sampler is about 8x slower filling channels-last memory).
 * **Report.** Per task: active channels and width per layer, channels grown and capped,
   parameters, the sparsity term, ``gamma`` (the global value, or with a rate per layer the
   mean adapted gamma of the task's free channels at its end) and the task's training time

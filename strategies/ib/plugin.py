@@ -165,7 +165,9 @@ class IBPlugin(SupervisedPlugin):
         """Switch off the free channels beyond the rate, lowest |mu/sigma| first; how many, per layer.
 
         For tasks too short for the adaptive gamma to converge; the switched-off channels get a
-        gate of exactly 0 (mu = 0), as any inactive channel at test time."""
+        gate of exactly 0 (mu = 0), as any inactive channel at test time. It never adds channels
+        (a layer short of the rate stays short), and it cuts features the task was trained with:
+        the shorter the task, the more it cuts (see the package docstring)."""
         capped = []
         with torch.no_grad():
             for gated, keep in zip(feats.layers, self.new_channels()):
@@ -178,10 +180,12 @@ class IBPlugin(SupervisedPlugin):
         return capped
 
     def _grow(self, model: IBNet) -> list[int]:
-        """Add channels where fewer are free than the arriving task may take (the capacity upper bound).
+        """Add channels for the arriving task; how many, per layer.
 
-        With a rate: by what the task needs (or `grow` when set and larger). Without one: a
-        full layer grows by `grow` (default 1/8 of its initial width)."""
+        Without a rate, the reference's rule: a layer whose channels are all active (its capacity
+        upper bound) grows by `grow` (default 1/8 of its initial width). With one: a layer with
+        fewer free channels than the task may take grows by what it needs (or `grow` when set
+        and larger)."""
         grown = []
         for i, gated in enumerate(model.features.layers):
             free = int((~gated.frozen).sum())
