@@ -16,8 +16,6 @@ from typing import Any
 
 # Keys every strategy section may hold besides its own settings: they override the protocol's.
 SHARED_KEYS = ("epochs", "optimizer")
-# TOML has no null: this word unsets an optional setting (None) in a protocol, a `--set` or a tuning grid.
-NONE = "none"
 
 
 class SettingError(ValueError):
@@ -29,8 +27,8 @@ class Setting:
     """One setting: its default, and what a value must be.
 
     The type is the default's (int, float, bool or str) unless `kind` says otherwise;
-    an int is accepted where a float is expected. `optional` allows None, written "none"
-    (`NONE`; TOML has no null). `low`/`high` bound numbers (inclusive unless
+    an int is accepted where a float is expected. `optional` allows None (TOML has no
+    null, so None can only be a default). `low`/`high` bound numbers (inclusive unless
     `low_open`), `choices` bound strings.
     """
 
@@ -53,7 +51,7 @@ class Setting:
 
     def check(self, where: str, value: Any) -> Any:
         """The value as the setting's type; raises SettingError naming `where` when it is not allowed."""
-        if value is None or (self.optional and value == NONE):
+        if value is None:
             if self.optional:
                 return None
             raise SettingError(f"{where} must be set")

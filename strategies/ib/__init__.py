@@ -123,6 +123,19 @@ if TYPE_CHECKING:
 SCENARIOS = ("class-il", "task-il")
 MEMORY = "shared"
 
+# TOML has no null: this word unsets an optional IB setting (None) in a protocol, a `--set` or a
+# tuning grid (`bench tune` writes a None back as it).
+NONE = "none"
+
+
+class Unsettable(Setting):
+    """An optional setting that NONE unsets. Kept here, not in bench.settings, whose change would
+    alter the code fingerprint of every record; the rule suits any strategy's optional settings."""
+
+    def check(self, where: str, value: Any) -> Any:
+        return super().check(where, None if value == NONE else value)
+
+
 # The protocol's [strategies.ib] section may set any of these.
 SETTINGS: dict[str, Setting] = {
     "gamma": Setting(1e-4, low=0.0, help="global sparsity weight (used when rate is \"none\")"),
@@ -131,12 +144,12 @@ SETTINGS: dict[str, Setting] = {
     # the reference resets sigma to 0.01 (mu/sigma = 100): with a few hundred steps per task the
     # gates cannot travel that far, so start closer to the threshold (chosen on held-out MNIST)
     "sigma_init": Setting(0.3, low=0.0, low_open=True),
-    "gate_lr": Setting(0.01, kind=float, low=0.0, low_open=True, optional=True,
+    "gate_lr": Unsettable(0.01, kind=float, low=0.0, low_open=True, optional=True,
                        help="learning rate of mu and log_sigma; none: the optimizer's"),
-    "grow": Setting(None, kind=int, low=1, optional=True,
+    "grow": Unsettable(None, kind=int, low=1, optional=True,
                     help="without a rate: channels added to a full layer (none: 1/8 of its initial width); "
                          "with one: the least a layer grows by when it must"),
-    "rate": Setting(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
+    "rate": Unsettable(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
                     help="channels a task may newly activate per layer, as a fraction of the layer's "
                          "initial width (rounded, at least 1), the target of the adaptive per-channel gamma; "
                          "\"none\": no rate, the global gamma"),
@@ -151,7 +164,7 @@ SETTINGS: dict[str, Setting] = {
                               "mu/sigma first; counted as capped in the task report; costly when the "
                               "task was too short for gamma to converge)"),
     "frozen_noise": Setting(False),
-    "ncm": Setting(None, kind=bool, optional=True, help="nearest-class-mean prediction; none: in Class-IL only"),
+    "ncm": Unsettable(None, kind=bool, optional=True, help="nearest-class-mean prediction; none: in Class-IL only"),
     "ncm_means": Setting("exemplars", choices=("exemplars", "kept"),
                          help="Class-IL class means: recomputed from the task's data and the memory after "
                               "each task, or kept from when each class was learned and compared on the "
