@@ -269,7 +269,7 @@ def _write_choice(args, protocol: dict, memory: int, name: str, best: dict, scor
     section = document[where][name]
     date = datetime.now(timezone.utc).date().isoformat()
     for key, value in best.items():
-        section[key] = value
+        section[key] = "none" if value is None else value  # TOML has no null (strategies.ib.NONE)
         section.item(key).comment(f"tuned {date}: held-out final accuracy {100 * score:.2f}% by `{command}`")
     section["tuned"] = sorted(set(section.get("tuned", [])) | set(best))
     path.write_text(tomlkit.dumps(document))

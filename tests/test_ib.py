@@ -216,7 +216,7 @@ def test_revive_resets_gamma_and_sigma():
     gated = GatedLayer(torch.nn.Linear(4, 6), mu_init=1.0, sigma_init=0.5)
     with torch.no_grad():  # every channel gone (ratio^2 < 1), channel 0 frozen
         gated.mu.copy_(torch.tensor([1.0, 0.9, 0.8, 0.2, 0.1, 0.05]))
-        gated.frozen[0] = True
+        gated.since[0] = 0
     gamma = AdaptiveGamma([gated], [2], threshold=1.0, start=1e-3, up=2.0, down=0.5, floor=1e-6,
                           ceiling=1.0, every=3)
     for _ in range(2):
@@ -502,7 +502,8 @@ def test_plugin_with_plain_naive():
     assert torch.equal(after[0][:, : len(cols)][:, cols], before[0][:, cols])
     torch.testing.assert_close(after[1], before[1], rtol=1e-6, atol=1e-6)  # exact unless a layer grew
     assert len(plugin.reports) == 2 and set(plugin.task_report()) == {
-        "active", "widths", "grown", "capped", "params", "sparsity", "train_s"}
+        "active", "widths", "grown", "capped", "params", "sparsity", "gamma", "train_s"}
+    assert plugin.task_report()["gamma"] == 0.02  # no rate: the one global gamma
 
 
 def test_build_from_context_and_unsupported_backbones():
@@ -539,8 +540,7 @@ def half_frozen(spec: BackboneSpec, seed: int = 0):
         for i, gated in enumerate(feats.layers):
             since = torch.randint(0, 4, (gated.width,))  # 0, 1: frozen after that task; 2, 3: free
             since[:2] = torch.tensor([0, 2])
-            gated.frozen = since < 2
-            gated.since = torch.where(gated.frozen, since, torch.full_like(since, -1))
+            gated.since = torch.where(since < 2, since, torch.full_like(since, -1))
             if i > 0:
                 prev = feats.layers[i - 1]
                 for task in (0, 1):  # a channel frozen after `task` reads nothing frozen later

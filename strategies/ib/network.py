@@ -23,10 +23,14 @@ class GatedLayer(nn.Module):
         self.mu_init, self.sigma_init = mu_init, sigma_init
         self.mu = nn.Parameter(torch.full((width,), float(mu_init)))
         self.log_sigma = nn.Parameter(torch.full((width,), math.log(sigma_init)))
-        # channels active for earlier tasks: frozen, deterministic gate
-        self.register_buffer("frozen", torch.zeros(width, dtype=torch.bool))
-        # the task (count of tasks trained before it) after which each frozen channel froze; -1: not frozen
+        # the task (count of tasks trained before it) after which each channel froze; -1: free. The
+        # one record of which channels are frozen (`frozen` reads it), so the two cannot disagree.
         self.register_buffer("since", torch.full((width,), -1, dtype=torch.long))
+
+    @property
+    def frozen(self) -> torch.Tensor:
+        """Channels active for earlier tasks (frozen, deterministic gate): a new mask, read-only."""
+        return self.since >= 0
 
     @property
     def width(self) -> int:
@@ -292,7 +296,6 @@ class IBFeatures(nn.Module):
         gated.mu = nn.Parameter(torch.cat([gated.mu.data, torch.full((k,), float(gated.mu_init), device=device)]))
         gated.log_sigma = nn.Parameter(torch.cat([gated.log_sigma.data,
                                                   torch.full((k,), math.log(gated.sigma_init), device=device)]))
-        gated.frozen = torch.cat([gated.frozen, torch.zeros(k, dtype=torch.bool, device=device)])
         gated.since = torch.cat([gated.since, torch.full((k,), -1, dtype=torch.long, device=device)])
         if index + 1 < len(self.layers):
             nxt = self.layers[index + 1]

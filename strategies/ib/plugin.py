@@ -110,6 +110,7 @@ class IBPlugin(SupervisedPlugin):
         feats.end_task()
         self._merge_optimizer(strategy.optimizer)
         capped = self._cap(feats) if self.rate is not None and self.cap else [0] * len(feats.layers)
+        gamma = self._gamma_report(feats)  # before the task's new channels freeze
         active = feats.active()
         with torch.no_grad():
             for i, gated in enumerate(feats.layers):
@@ -117,8 +118,7 @@ class IBPlugin(SupervisedPlugin):
                 if i > 0:  # weights from inactive channels into active ones: 0 from now on
                     cols = ~feats.input_mask(i, active[i - 1])
                     _zero_block(gated.layer.weight, active[i], cols)
-                gated.since[active[i] & ~gated.frozen] = self.tasks_done
-                gated.frozen = active[i].clone()
+                gated.since[active[i] & ~gated.frozen] = self.tasks_done  # frozen from now on
             if model.multi_head:  # the task's head reads only the channels active for it
                 cols = ~feats.input_mask(len(feats.layers), active[-1])
                 for t in strategy.experience.task_labels:
@@ -133,6 +133,7 @@ class IBPlugin(SupervisedPlugin):
             "capped": capped,
             "params": sum(p.numel() for p in model.parameters()),
             "sparsity": round(sparsity, 4),
+            "gamma": gamma,
             "train_s": round(time.perf_counter() - self._started, 3),
         })
 
@@ -148,11 +149,25 @@ class IBPlugin(SupervisedPlugin):
             return self.adaptive_gamma.penalty()
         return self.gamma * sum(g.information().sum() for g in model.features.layers)
 
+    def _gamma_report(self, feats: IBFeatures) -> float | list[float | None]:
+        """The sparsity weight the task trained with: the global gamma (one number) or, with a rate,
+        per layer the mean adapted gamma of the channels free during the task at its end (None
+        where a layer had none)."""
+        if self.adaptive_gamma is None:
+            return self.gamma
+        out = []
+        for gated, gam in zip(feats.layers, self.adaptive_gamma.gamma):
+            free = ~gated.frozen
+            out.append(float(f"{float(gam[free].mean()):.4g}") if bool(free.any()) else None)
+        return out
+
     def _cap(self, feats: IBFeatures) -> list[int]:
         """Switch off the free channels beyond the rate, lowest |mu/sigma| first; how many, per layer.
 
         For tasks too short for the adaptive gamma to converge; the switched-off channels get a
-        gate of exactly 0 (mu = 0), as any inactive channel at test time."""
+        gate of exactly 0 (mu = 0), as any inactive channel at test time. It never adds channels
+        (a layer short of the rate stays short), and it cuts features the task was trained with:
+        the shorter the task, the more it cuts (see the package docstring)."""
         capped = []
         with torch.no_grad():
             for gated, keep in zip(feats.layers, self.new_channels()):
@@ -165,10 +180,12 @@ class IBPlugin(SupervisedPlugin):
         return capped
 
     def _grow(self, model: IBNet) -> list[int]:
-        """Add channels where fewer are free than the arriving task may take (the capacity upper bound).
+        """Add channels for the arriving task; how many, per layer.
 
-        With a rate: by what the task needs (or `grow` when set and larger). Without one: a
-        full layer grows by `grow` (default 1/8 of its initial width)."""
+        Without a rate, the reference's rule: a layer whose channels are all active (its capacity
+        upper bound) grows by `grow` (default 1/8 of its initial width). With one: a layer with
+        fewer free channels than the task may take grows by what it needs (or `grow` when set
+        and larger)."""
         grown = []
         for i, gated in enumerate(model.features.layers):
             free = int((~gated.frozen).sum())
