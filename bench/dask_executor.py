@@ -38,6 +38,7 @@ import ctypes
 import os
 import platform
 import signal
+import socket
 import sys
 import threading
 import time
@@ -146,6 +147,16 @@ async def _identity(address: str) -> Any:
         comm.abort()
 
 
+def _tcp_connect(address: str, timeout: float) -> None:
+    """Open and close a TCP connection to a tcp:// or tls:// address (others are left to Dask):
+    a closed port is told at once, not after Dask's connect retries."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme in ("tcp", "tls"):
+        socket.create_connection(parse_host_port(location), timeout=timeout).close()
+
+
 def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Raise SchedulerUnreachable unless a Dask scheduler answers at `address` within `timeout` seconds.
 
@@ -153,6 +164,11 @@ def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     that accepts TCP but is no scheduler (the dashboard's, say) would hang it forever, and a Client
     that fails half-built prints an "Exception ignored" traceback when it is collected.
     """
+    try:
+        _tcp_connect(address, timeout)
+    except (OSError, ValueError, TypeError) as exc:  # refused, unresolvable, no port...
+        raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {address}: "
+                                   f"{type(exc).__name__}: {exc}") from None
     try:
         answer = asyncio.run(asyncio.wait_for(_identity(address), timeout))
     except (asyncio.TimeoutError, TimeoutError):
