@@ -17,6 +17,12 @@ nor distributed.
   recorded as a failed cell. The embedded cluster allows `ALLOWED_FAILURES`; a
   scheduler started by hand uses its own setting
   (`DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES`).
+- A `--scheduler` address is asked, before any Client exists, whether it is a Dask
+  scheduler (`check_scheduler`, at most `CONNECT_TIMEOUT_S`): a closed port, a bad address or
+  a port that is no scheduler's (its dashboard's) exits 2 with a message, never hangs.
+- When the scheduler goes away mid-run, Dask cancels every cell it held: those cells
+  are "not run" (nothing stored; the next run trains them), not failed.
+- The embedded cluster starts at most one worker per cell (`--jobs` is an upper bound).
 - Ctrl-C or SIGTERM cancels the pending and running cells and ignores their
   results; records already written stay. Dask cannot interrupt a running task:
   the embedded cluster's workers (which ignore the terminal's Ctrl-C, like the
@@ -147,14 +153,15 @@ async def _identity(address: str) -> Any:
         comm.abort()
 
 
-def _tcp_connect(address: str, timeout: float) -> None:
+def _tcp_connect(address: str, timeout: float) -> str:
     """Open and close a TCP connection to a tcp:// or tls:// address (others are left to Dask):
-    a closed port is told at once, not after Dask's connect retries."""
+    a closed port is told at once, not after Dask's connect retries. Returns the address's scheme."""
     from distributed.comm.addressing import parse_address, parse_host_port
 
     scheme, location = parse_address(address)
     if scheme in ("tcp", "tls"):
         socket.create_connection(parse_host_port(location), timeout=timeout).close()
+    return scheme
 
 
 def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -165,10 +172,12 @@ def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     that fails half-built prints an "Exception ignored" traceback when it is collected.
     """
     try:
-        _tcp_connect(address, timeout)
+        scheme = _tcp_connect(address, timeout)
     except (OSError, ValueError, TypeError) as exc:  # refused, unresolvable, no port...
         raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {address}: "
                                    f"{type(exc).__name__}: {exc}") from None
+    if scheme != "tcp":
+        return  # tls:// and others need the cluster's security settings to talk: the Client's business
     try:
         answer = asyncio.run(asyncio.wait_for(_identity(address), timeout))
     except (asyncio.TimeoutError, TimeoutError):

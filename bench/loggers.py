@@ -4,6 +4,11 @@ The record stays the source of the tables; the logs are for watching a cell in
 TensorBoard, W&B, CSV or text. Each cell logs into its own folder
 `<results>/logs/<record file stem>/`. Nothing here imports Avalanche or a logger
 at module level: the command line imports this module to check `--log`.
+
+Before training, `check_ready` makes sure the logs folder can be written and that W&B,
+when it is to log online, can reach its server (exit 2 otherwise). During a cell, a
+logger that fails (a full disk, a lost connection) stops logging and the cell goes on:
+its record is stored with `logs_missing` naming what failed.
 """
 from __future__ import annotations
 
