@@ -238,8 +238,8 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
                     per_task.append(report())
     finally:
         bar.close()
-        if close_logs is not None:
-            close_logs()
+        # loggers never fail a cell: what they could not write is noted in the record
+        logs_missing = close_logs() if close_logs is not None else []
 
     features = ctx.features()
     baseline = models.count_params(features) + (features.out_features + 1) * split.n_classes
@@ -269,6 +269,8 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
     }
     if per_task:
         record["per_task"] = per_task
+    if logs_missing:  # the result stands; its logs under log_dir are incomplete
+        record["logs_missing"] = logs_missing
     return record
 
 

@@ -2,7 +2,8 @@
 
 Bad input (unknown names, impossible settings, unusable data or results folder)
 is reported before any training, with exit code 2. A run whose cells all
-succeed exits 0; with failed cells 1; interrupted 130.
+succeed exits 0; with failed cells, or cells left not run (records that could not be
+written, a Dask scheduler lost), 1; interrupted 130.
 """
 from __future__ import annotations
 
@@ -161,6 +162,11 @@ def cmd_run(args, argv: list[str]) -> int:
     if log and done:  # the loggers watch training; a finished cell is not trained again for them
         print_line(f"--log: no logs for the {len(done)} cell(s) already done (nothing trained); "
                    f"--force retrains them with logs")
+    if log and todo:
+        try:
+            loggers.check_ready(log, args.results / "logs")
+        except loggers.LogError as exc:
+            raise UsageError(str(exc)) from None
     for cell in todo:
         cell.log = log
     total = len(todo)
@@ -173,6 +179,8 @@ def cmd_run(args, argv: list[str]) -> int:
             forget = "" if m["forgetting"] is None else f", forgetting {100 * m['forgetting']:.1f}%"
             print_line(f"[{n}/{total}] {cell.label}: final accuracy {100 * m['final_acc']:.1f}%{forget}"
                        f" ({record['time_s']:.0f} s)")
+            for failure in record.get("logs_missing") or []:
+                print_line(f"  warning: its logs are incomplete ({failure}); the result is stored")
         else:
             kept = f"; {record['not_stored']}" if record.get("not_stored") else ""
             print_line(f"[{n}/{total}] {cell.label}: FAILED: {record['error']} ({cell.path}){kept}")
@@ -190,6 +198,15 @@ def cmd_run(args, argv: list[str]) -> int:
             print_line(f"not run (interrupted): {cell.label}")
         print_line("interrupted: run the same command again to finish the remaining cells")
         return EXIT_INTERRUPTED
+    if outcome.store_failed:
+        print_line(f"error: {outcome.store_failed}")
+        for cell in outcome.not_run:
+            print_line(f"not run (its record could not be written): {cell.label}")
+        print_line(f"the records already stored are kept; free space under {args.results} and run the same "
+                   "command again to finish the remaining cells")
+        return EXIT_FAILED
+    for cell in outcome.not_run:
+        print_line(f"not run (lost with the Dask scheduler): {cell.label}")
     if outcome.elsewhere:
         print_line("cells running elsewhere are left to the run that claimed them; "
                    "run the same command again once it has ended to pick up any it did not finish")
@@ -199,7 +216,7 @@ def cmd_run(args, argv: list[str]) -> int:
         print_line(f"error: cannot write tables under {args.results / 'tables'}: {exc}; "
                    f"the records are stored, rebuild with: python -m bench table --results {args.results}")
         return EXIT_FAILED
-    return EXIT_FAILED if outcome.failed else 0
+    return EXIT_FAILED if outcome.failed or outcome.not_run else 0
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:

@@ -71,6 +71,7 @@ def apply_overrides(protocol: dict[str, Any], overrides: list[str]) -> dict[str,
 PROTOCOL_KEYS = ("backbone", "epochs", "batch_size", "eval_batch_size", "memory", "optimizer", "strategies",
                  "tune", "memory0", "augment")
 OPTIMIZERS = ("sgd", "adam")
+OPTIMIZER_KEYS = ("name", "lr", "momentum", "weight_decay")  # what bench.strategy reads; others would be ignored
 
 
 def _whole(value: Any, minimum: int) -> bool:
@@ -85,6 +86,11 @@ def _check_count(where: str, value: Any, minimum: int) -> None:
 def _check_optimizer(where: str, optimizer: Any, partial: bool) -> None:
     if not isinstance(optimizer, dict):
         raise ConfigError(f"{where} must be a section (e.g. --set {where}.lr=0.01), got {optimizer!r}")
+    # an unknown key would change the configuration's hash while the training ignores it
+    unknown = [k for k in optimizer if k not in OPTIMIZER_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown setting {', '.join(f'{where}.{k}' for k in unknown)}; "
+                          f"valid: {', '.join(f'{where}.{k}' for k in OPTIMIZER_KEYS)}")
     if "name" in optimizer or not partial:
         if optimizer.get("name") not in OPTIMIZERS:
             raise ConfigError(f"{where}.name must be one of {', '.join(OPTIMIZERS)}, got {optimizer.get('name')!r}")

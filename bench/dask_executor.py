@@ -17,6 +17,12 @@ nor distributed.
   recorded as a failed cell. The embedded cluster allows `ALLOWED_FAILURES`; a
   scheduler started by hand uses its own setting
   (`DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES`).
+- A `--scheduler` address is asked, before any Client exists, whether it is a Dask
+  scheduler (`check_scheduler`, at most `CONNECT_TIMEOUT_S`): a closed port, a bad address or
+  a port that is no scheduler's (its dashboard's) exits 2 with a message, never hangs.
+- When the scheduler goes away mid-run, Dask cancels every cell it held: those cells
+  are "not run" (nothing stored; the next run trains them), not failed.
+- The embedded cluster starts at most one worker per cell (`--jobs` is an upper bound).
 - Ctrl-C or SIGTERM cancels the pending and running cells and ignores their
   results; records already written stay. Dask cannot interrupt a running task:
   the embedded cluster's workers (which ignore the terminal's Ctrl-C, like the
@@ -33,14 +39,17 @@ nor distributed.
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import platform
 import signal
+import socket
 import sys
 import threading
 import time
 import uuid
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,7 +59,8 @@ from tqdm import tqdm
 
 from bench.records import identity
 from bench.runner import CLAIMED, HELD, Cell, Interrupted, Outcome, _count, _counted, _raise_interrupt, \
-    cell_provenance, claim_cell, compute_record, failed_record, print_line, release_cell, store_result
+    StoreFailed, cell_provenance, claim_cell, compute_record, failed_record, print_line, release_cell, \
+    store_result
 
 ALLOWED_FAILURES = 1  # the embedded cluster runs a cell on at most 2 workers that die under it
 CONNECT_TIMEOUT_S = 10
@@ -131,9 +141,63 @@ def task_options(device: str, cells_per_gpu: int = 1, resource: str | None = Non
     return {"resources": {name: 1 / cells_per_gpu}} if name else {}
 
 
+async def _identity(address: str) -> Any:
+    """What the server at `address` says it is, asked the way a Dask client asks a scheduler."""
+    from distributed.comm import connect as open_comm
+
+    comm = await open_comm(address, timeout=CONNECT_TIMEOUT_S)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def _tcp_connect(address: str, timeout: float) -> str:
+    """Open and close a TCP connection to a tcp:// or tls:// address (others are left to Dask):
+    a closed port is told at once, not after Dask's connect retries. Returns the address's scheme."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme in ("tcp", "tls"):
+        socket.create_connection(parse_host_port(location), timeout=timeout).close()
+    return scheme
+
+
+def check_scheduler(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise SchedulerUnreachable unless a Dask scheduler answers at `address` within `timeout` seconds.
+
+    Asked before any Client exists: a Client's own timeout does not cover its handshake, so a port
+    that accepts TCP but is no scheduler (the dashboard's, say) would hang it forever, and a Client
+    that fails half-built prints an "Exception ignored" traceback when it is collected.
+    """
+    try:
+        scheme = _tcp_connect(address, timeout)
+    except (OSError, ValueError, TypeError) as exc:  # refused, unresolvable, no port...
+        raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {address}: "
+                                   f"{type(exc).__name__}: {exc}") from None
+    if scheme != "tcp":
+        return  # tls:// and others need the cluster's security settings to talk: the Client's business
+    try:
+        answer = asyncio.run(asyncio.wait_for(_identity(address), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise SchedulerUnreachable(
+            f"no Dask scheduler answered at {address} within {timeout:.0f} s (a port that accepts connections "
+            "but is not the scheduler's, such as its dashboard's? a scheduler listens on tcp://HOST:8786 by "
+            "default)") from None
+    except Exception as exc:  # noqa: BLE001 - a bad address (ValueError), refused (OSError), closed comm...
+        raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {address}: "
+                                   f"{type(exc).__name__}: {exc}") from None
+    kind = answer.get("type") if isinstance(answer, dict) else None
+    if kind != "Scheduler":
+        raise SchedulerUnreachable(f"{address} answered, but it is not a Dask scheduler "
+                                   f"(it says it is {kind or type(answer).__name__})")
+
+
 def connect(scheduler: str | None, jobs: int, worker_resources: dict[str, float] | None = None) -> Client:
     """A client of the scheduler at `scheduler`, or of a new embedded cluster of `jobs` one-thread workers."""
     if scheduler:
+        check_scheduler(scheduler)
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -193,11 +257,13 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
     if not scheduler and worker_resources is None:
         worker_resources = options.get("resources")  # the embedded workers offer what the cells ask for
     start = time.monotonic()
-    client = connect(scheduler, jobs, worker_resources)
-    where = scheduler or f"an embedded LocalCluster of {jobs} workers on {HOST}"
+    workers = min(jobs, len(cells))  # an embedded worker more than there are cells would only hold memory
+    client = connect(scheduler, workers, worker_resources)
+    where = scheduler or f"an embedded LocalCluster of {workers} workers on {HOST}"
     print_line(f"dask: {len(client.scheduler_info()['workers'])} workers at {where}, "
                f"ready in {time.monotonic() - start:.1f} s")
     futures: dict[Any, Cell] = {}
+    lost: list[Cell] = []  # cells whose task the scheduler took with it when it went away
     stamp = {"command": command, "data_root": data_root}
     wanted = {id(c): identity(c.config, c.code, device, threads) for c in cells}
     bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress, file=sys.stderr)
@@ -219,13 +285,24 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
             futures[future] = cell
         for future in as_completed(list(futures), loop=client.loop):
             cell = futures.pop(future)
+            record = _result(future, cell)
+            if record is None:  # lost with the scheduler: nothing to store, the cell is still to do
+                release_cell(cell)
+                outcome.not_run.append(cell)
+                lost.append(cell)
+                bar.update(1)
+                continue
             try:
-                standing = store_result(cell, _result(future, cell), wanted[id(cell)], stamp)
+                standing = store_result(cell, record, wanted[id(cell)], stamp)
             finally:
                 release_cell(cell)
             with tqdm.external_write_mode(file=sys.stderr):
                 _count(cell, standing, outcome, on_done)
             bar.update(1)
+    except StoreFailed as exc:
+        outcome.store_failed = str(exc)
+        client.cancel(list(futures), force=True)
+        outcome.not_run += [exc.cell, *futures.values()]
     except (KeyboardInterrupt, Interrupted):
         outcome.interrupted = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
@@ -233,6 +310,10 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
         client.cancel(list(futures), force=True)
         skipped = {id(c) for c in (*outcome.elsewhere, *outcome.done_elsewhere)}
         outcome.not_run = [cell for cell in cells if not _counted(cell, outcome) and id(cell) not in skipped]
+    else:
+        if lost:
+            print_line(f"dask: lost the connection to the scheduler; {len(lost)} cell(s) not run (nothing stored "
+                       "for them): run the same command again once the scheduler is back")
     finally:
         bar.close()
         for cell in cells:  # claims of cells that never came back
@@ -245,10 +326,14 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
     return outcome
 
 
-def _result(future, cell: Cell) -> dict[str, Any]:
-    """The worker's record, or a failed one when Dask gave up on the cell (its workers died)."""
+def _result(future, cell: Cell) -> dict[str, Any] | None:
+    """The worker's record, a failed one when Dask gave up on the cell (its workers died), or None
+    when the task was cancelled without a result (the scheduler went away): the cell did not fail,
+    it was not run."""
     try:
         return future.result()
+    except CancelledError:  # distributed's FutureCancelledError, e.g. "scheduler-connection-lost"
+        return None
     except Exception as exc:  # noqa: BLE001 - KilledWorker and anything else Dask reports
         reason = f"{type(exc).__name__}: {exc}"
         if type(exc).__name__ == "KilledWorker":

@@ -22,11 +22,21 @@ path relative to the data root) and compared with the official md5 listed by
 torchvision (for the uncompressed MNIST files, the md5s of the official files
 once gunzipped). A file that differs is not refused: a warning names it and it
 is listed in `mismatched`, so results on it can be flagged as unofficial.
-The extracted Omniglot PNGs have no official md5: each of the two top folders
-gets one md5 over its PNGs (for each file, in sorted order of its path relative
-to the folder: the path, a NUL byte, the file size in decimal, a NUL byte, the
-bytes), recorded under `omniglot-py/images_background` and
-`omniglot-py/images_evaluation` and listed in `unverified`.
+The extracted Omniglot PNGs have no md5 published with them: each of the two top
+folders gets one md5 over its PNGs (for each file, in sorted order of its path
+relative to the folder: the path, a NUL byte, the file size in decimal, a NUL
+byte, the bytes), recorded under `omniglot-py/images_background` and
+`omniglot-py/images_evaluation` and compared with the md5 of the official release
+(bench/omniglot_official.py, which also holds each alphabet's md5 and number of
+characters).
+
+Omniglot's layout. Data that claim to be the official release (any alphabet
+folder holding exactly its official files) must have its layout: 30 + 20
+alphabets, 964 + 659 characters, the official characters per alphabet, 20
+drawings per character. An incomplete copy raises DataError naming what differs,
+rather than train a 49-task benchmark as if it were the 50-task one. Data none of
+whose alphabets match (generated data, another collection in this layout) load,
+flagged as unofficial by their folder md5s.
 
 Omniglot. One task per alphabet: the 30 background alphabets sorted by name,
 then the 20 evaluation alphabets sorted by name (50 tasks). One class per
@@ -38,7 +48,8 @@ strokes are bright on a 0 background. Train/test split by drawer, the number
 after the underscore in the file name: drawers 01-15 are train, drawers 16-20
 (and any higher number) are test, i.e. 15 train and 5 test images of every
 character of the official release. The rule is applied file by file, so a
-character folder with missing drawings simply has fewer images.
+character folder with missing drawings simply has fewer images (in data that are not
+the official release: see the layout check above).
 Decoding the ~32k PNGs takes seconds, so the decoded images are cached in
 `$BENCH_CACHE_DIR` (default `~/.cache/clbench`) under a key made of both folder
 md5s; the files are still read and hashed on every load.
@@ -69,12 +80,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+# The official Omniglot release: per alphabet its number of characters and the md5 of its PNGs.
+from bench.omniglot_official import ALPHABETS as _OMNIGLOT_OFFICIAL
+from bench.omniglot_official import FOLDER_MD5 as _OMNIGLOT_MD5
+
 DATASETS: tuple[str, ...] = ("mnist", "cifar10", "cifar100", "omniglot")
 
 DOWNLOAD_TIMEOUT_S = 15  # per socket operation; an offline machine should fail fast
 OMNIGLOT_SIZE = 28
 OMNIGLOT_TRAIN_DRAWERS = range(1, 16)  # drawers 01-15; every other drawer is test
 _OMNIGLOT_TOPS = ("images_background", "images_evaluation")
+OMNIGLOT_DRAWINGS = 20  # drawings of every character in the official release (drawers 01-20)
 # Bump when the decoding or the split changes, so old cache files are not reused.
 _OMNIGLOT_CACHE_VERSION = 1
 
@@ -176,6 +192,9 @@ def load_dataset(name: str, root: str | os.PathLike, download: bool = True) -> A
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data root {root} is a file, not a folder: point --data-root (or the BENCH_DATA_ROOT "
+                        "environment variable) at the folder that holds the datasets")
     _ensure_present(name, root, download)
     ledger = _Ledger(root)
     if name == "mnist":
@@ -493,30 +512,39 @@ def _load_omniglot(root: Path, ledger: _Ledger) -> ArrayDataset:
     task_of_class: list[int] = []
     task_names: list[str] = []
     drawings: list[_Drawing] = []
+    layout: dict[str, dict[str, _Alphabet]] = {}
     for top in _OMNIGLOT_TOPS:
         folder = root / "omniglot-py" / top
         top_rel = ledger.rel(folder)
         files: dict[str, bytes] = {}  # keyed relative to `folder`, for its checksum
+        layout[top] = {}
         # Plain strings rather than Path objects here: pathlib costs seconds over 32k files.
         for alphabet in _subdirs(str(folder)):
             characters = _subdirs(os.path.join(folder, alphabet))
             if not characters:
                 raise DataError(f"{folder / alphabet}: no character folders")
+            own: dict[str, bytes] = {}  # this alphabet's files, keyed relative to its folder
+            drawn: dict[str, int] = {}
             for character in characters:
                 label = len(class_names)
                 class_names.append(f"{alphabet}/{character}")
                 task_of_class.append(len(task_names))
                 char_dir = os.path.join(folder, alphabet, character)
-                for fname in _pngs(char_dir):
+                names = _pngs(char_dir)
+                drawn[character] = len(names)
+                for fname in names:
                     data = _read_bytes(os.path.join(char_dir, fname))
                     rel = f"{alphabet}/{character}/{fname}"
                     files[rel] = data
+                    own[f"{character}/{fname}"] = data
                     train = _is_train_drawer(fname, char_dir)
                     drawings.append(_Drawing(f"{top_rel}/{rel}", data, label, train))
+            layout[top][alphabet] = _Alphabet(drawn, _folder_md5(own))
             task_names.append(alphabet)
         if not files:
             raise DataError(f"{folder}: no <Alphabet>/<character>/<imageid>_<drawer>.png images")
-        ledger.record(top_rel, _folder_md5(files), None)
+        ledger.record(top_rel, _folder_md5(files), _OMNIGLOT_MD5[top])
+    _check_omniglot_layout(layout, root / "omniglot-py")
 
     # Keyed by content, so a change of data (or of the decoding) never reuses stale images.
     key = hashlib.md5("|".join([f"v{_OMNIGLOT_CACHE_VERSION}", str(OMNIGLOT_SIZE)] + [
@@ -530,6 +558,61 @@ def _load_omniglot(root: Path, ledger: _Ledger) -> ArrayDataset:
 
     return ledger.dataset("omniglot", x_train, labels(train), x_test, labels(test), class_names,
                           task_of_class=task_of_class, task_names=task_names)
+
+
+@dataclass
+class _Alphabet:
+    drawings: dict[str, int]  # character folder -> number of PNGs in it
+    md5: str  # over its PNGs, framed as in `_folder_md5`, paths relative to the alphabet folder
+
+
+def omniglot_layout_problems(layout: dict[str, dict[str, _Alphabet]]) -> list[str]:
+    """How `layout` differs from the official release's counts ([] when it does not)."""
+    problems = []
+    for top in _OMNIGLOT_TOPS:
+        want, have = _OMNIGLOT_OFFICIAL[top], layout.get(top, {})
+        n_have = sum(len(a.drawings) for a in have.values())
+        n_want = sum(n for n, _ in want.values())
+        if len(have) != len(want) or n_have != n_want:
+            problems.append(f"{top} has {len(have)} alphabets and {n_have} characters, "
+                            f"the official release {len(want)} and {n_want}")
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        if missing:
+            problems.append(f"{top}: alphabet(s) missing: {', '.join(missing)}")
+        if extra:
+            problems.append(f"{top}: alphabet(s) not in the official release: {', '.join(extra)}")
+        for name in sorted(set(want) & set(have)):
+            drawings = have[name].drawings
+            if len(drawings) != want[name][0]:
+                problems.append(f"{top}/{name} has {len(drawings)} characters, officially {want[name][0]}")
+            odd = [f"{c} ({n})" for c, n in drawings.items() if n != OMNIGLOT_DRAWINGS]
+            if odd:
+                shown = ", ".join(odd[:3]) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
+                problems.append(f"{top}/{name}: characters without the official {OMNIGLOT_DRAWINGS} "
+                                f"drawings: {shown}")
+    return problems
+
+
+def _check_omniglot_layout(layout: dict[str, dict[str, _Alphabet]], folder: Path) -> None:
+    """Refuse an incomplete copy of the official release; DataError naming what differs.
+
+    Data claim to be the official release when any alphabet folder holds exactly its official
+    files; such data must then have the official layout (a missing alphabet would silently make
+    49 tasks of a 50-task benchmark). Data none of whose alphabets match (generated data, another
+    collection in the same layout) are not the official release: they are loaded and, their
+    folder md5s differing, flagged as unofficial like any other mismatched file.
+    """
+    matching = [f"{top}/{name}" for top, alphabets in layout.items() for name, a in alphabets.items()
+                if _OMNIGLOT_OFFICIAL[top].get(name, (0, None))[1] == a.md5]
+    if not matching:
+        return
+    problems = omniglot_layout_problems(layout)
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise DataError(f"{folder}: an incomplete copy of the official Omniglot ({len(matching)} of its "
+                        f"{sum(map(len, _OMNIGLOT_OFFICIAL.values()))} alphabet folders hold the official "
+                        f"files, but {shown}). Restore the missing files, or move {folder} away and "
+                        "download it again.")
 
 
 def _subdirs(folder: str) -> list[str]:

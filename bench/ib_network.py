@@ -7,24 +7,47 @@ and its cost per task without opening the records.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from bench.records import is_number
+from bench.records import is_number, record_path
 
 
 def _ib_records(records: Sequence[dict], rows: pd.DataFrame) -> dict[str, list[dict]]:
-    """The ok IB records behind a table's rows, by row label (one entry per IB configuration)."""
+    """The ok IB records behind a table's rows, by row label (one entry per IB configuration).
+
+    A record without what the line reads (a parameter count, layer widths of the first and last
+    task, as many layers as the others of its row) is left out with a warning naming its file."""
     labels = dict(zip(rows["hash"], rows["label"]))
     found: dict[str, list[dict]] = {}
     for record in records:
         cfg = record["config"]
         if (record["status"] == "ok" and cfg["strategy"] == "ib" and cfg["hash"] in labels
                 and isinstance(record.get("per_task"), list) and record["per_task"]):
-            found.setdefault(labels[cfg["hash"]], []).append(record)
-    return found
+            group = found.setdefault(labels[cfg["hash"]], [])
+            problem = _unreadable(record, group[0] if group else None)
+            if problem:
+                name = record_path(Path("runs"), cfg).name
+                print(f"warning: IB's network line leaves out {name}: {problem}", file=sys.stderr)
+            else:
+                group.append(record)
+    return {label: group for label, group in found.items() if group}
+
+
+def _unreadable(record: dict, first: dict | None) -> str | None:
+    """What `_describe` cannot read in `record` (checked against `first`, another record of its row)."""
+    if not is_number(record.get("params")):
+        return "no parameter count ('params')"
+    ends = (record["per_task"][0], record["per_task"][-1])
+    if not all(isinstance(t, dict) and isinstance(t.get("widths"), list) for t in ends):
+        return "no layer widths in 'per_task'"
+    if first is not None and len(ends[0]["widths"]) != len(first["per_task"][0]["widths"]):
+        return "a number of layers unlike the other seeds of its row"
+    return None
 
 
 def _slash(values: Sequence[float]) -> str:

@@ -185,6 +185,12 @@ def _check_data(args, strategies: list, memory: int) -> None:
         raise UsageError(str(exc)) from None
     _check_shape(data, args.dataset, args.data_root)
     _check_classes(data, args.dataset, args.data_root)
+    if getattr(args, "holdout", 0.0):
+        from bench.scenarios import holdout_problem
+
+        problem = holdout_problem(data, args.holdout)
+        if problem:
+            raise UsageError(f"{args.dataset} under {args.data_root}: {problem}")
     n_classes = task_split(data).n_classes
     for info in strategies:
         problem = info.invalid(memory, n_classes)

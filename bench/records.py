@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("final_acc", "avg_inc_acc", "forgetting", "bwt")
+SEED_LIMIT = 2**32  # numpy's seeds are below it: a record with a larger seed was never trained
+COSTS = ("time_s", "cpu_s", "peak_rss_mb", "params", "extra_state_bytes")
+PER_TASK_LISTS = ("active", "widths", "grown", "capped")  # per hidden layer, in a `per_task` entry
 REQUIRED_CONFIG = ("dataset", "scenario", "strategy", "seed", "hash")
 
 
@@ -87,13 +90,47 @@ def validate_record(record: Any) -> str | None:
     for key in ("dataset", "scenario", "strategy", "hash"):
         if not isinstance(config[key], str) or not config[key]:
             return f"field 'config.{key}' is not a non-empty string"
-    if not _is_count(config["seed"]):
-        return f"field 'config.seed' is not a whole number >= 0 (got {config['seed']!r})"
+    if not _is_count(config["seed"]) or config["seed"] >= SEED_LIMIT:
+        return f"field 'config.seed' is not a whole number in 0..2**32-1 (got {config['seed']!r})"
     for key in ("memory", "epochs"):  # shown in tables; absent is allowed, anything else must be a count
         if config.get(key) is not None and not _is_count(config[key]):
             return f"field 'config.{key}' is not a whole number >= 0 (got {config[key]!r})"
     if status == "ok":
-        return _validate_ok_payload(record)
+        return _validate_ok_payload(record) or _validate_optional(record)
+    return None
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(is_number(v) and math.isfinite(v) for v in value)
+
+
+def _validate_optional(record: dict) -> str | None:
+    """Fields a record may lack, but which reports read when present: of the shape they expect."""
+    for key in COSTS:
+        value = record.get(key)
+        if value is not None and not (is_number(value) and math.isfinite(value)):
+            return f"field '{key}' is not a finite number (got {value!r})"
+    curves = record.get("train_curves")
+    if curves is not None:
+        if not isinstance(curves, list) or not all(isinstance(c, dict) for c in curves):
+            return "field 'train_curves' is not a list of objects"
+        for c in curves:
+            if not all(_numbers(c.get(k, [])) for k in ("loss", "acc")) or \
+                    len(c.get("loss", [])) != len(c.get("acc", [])):
+                return "field 'train_curves' holds 'loss' and 'acc' that are not number lists of one length"
+    per_task = record.get("per_task")
+    if per_task is not None:
+        if not isinstance(per_task, list) or not all(isinstance(t, dict) for t in per_task):
+            return "field 'per_task' is not a list of objects"
+        for key in PER_TASK_LISTS:
+            lists = [t[key] for t in per_task if key in t]
+            if not all(_numbers(v) for v in lists):
+                return f"field 'per_task[].{key}' is not a list of finite numbers"
+            if len({len(v) for v in lists}) > 1:
+                return f"field 'per_task[].{key}' has lists of different lengths (one entry per layer)"
+        for key in ("params", "train_s"):
+            if not all(is_number(t[key]) and math.isfinite(t[key]) for t in per_task if key in t):
+                return f"field 'per_task[].{key}' is not a finite number"
     return None
 
 

@@ -148,9 +148,22 @@ def store_result(cell: Cell, record: dict[str, Any], wanted: dict[str, Any],
                                             f"{ran}, the run planned {cell.code}): run it again",
                                {k: record[k] for k in ("time_s", "device", "threads") if k in record})
     record.update(run_id=cell.run_id, code=cell.code, **stamp)
-    if not store_record(cell.path, record, wanted, tag=cell.run_id):
+    try:
+        stored = store_record(cell.path, record, wanted, tag=cell.run_id)
+    except OSError as exc:  # a full or failing results disk: every later record would fail alike
+        raise StoreFailed(cell, f"cannot write the record of {cell.label} to {cell.path}: "
+                                f"{exc.strerror or exc}") from exc
+    if not stored:
         record["not_stored"] = f"the ok record already at {cell.path} is kept"
     return record
+
+
+class StoreFailed(Exception):
+    """A cell's record could not be written (a full results disk, say); the run stops there."""
+
+    def __init__(self, cell: Cell, message: str):
+        super().__init__(message)
+        self.cell = cell
 
 
 def release_cell(cell: Cell) -> None:
@@ -223,6 +236,7 @@ class Outcome:
     failed: list[Cell]
     not_run: list[Cell]
     interrupted: bool = False
+    store_failed: str = ""  # why a record could not be written, which stopped the run
     elsewhere: list[Cell] = field(default_factory=list)  # claimed by another run: skipped
     done_elsewhere: list[Cell] = field(default_factory=list)  # finished by another run since the plan
 
@@ -269,6 +283,10 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
                 del bars[sentinel]
                 proc.join()
                 _finish(cell, proc, outcome, on_done, wanted[id(cell)], stamp)
+    except StoreFailed as exc:
+        outcome.store_failed = str(exc)
+        _stop(running.values())
+        outcome.not_run = [exc.cell] + [c for c, _ in running.values()] + pending
     except (KeyboardInterrupt, Interrupted):
         outcome.interrupted = True
         # A second Ctrl-C or SIGTERM must not cut the cleanup short.

@@ -57,7 +57,7 @@ def holdout_split(data: ArrayDataset, fraction: float) -> ArrayDataset:
     keep, held = [], []
     for c in range(data.n_classes):
         idx = torch.nonzero(data.y_train == c).flatten()
-        n_held = max(1, int(round(len(idx) * fraction)))
+        n_held = _held_out(len(idx), fraction)
         keep.append(idx[:-n_held])
         held.append(idx[-n_held:])
     keep_idx, held_idx = torch.cat(keep).sort().values, torch.cat(held).sort().values
@@ -66,6 +66,25 @@ def holdout_split(data: ArrayDataset, fraction: float) -> ArrayDataset:
         x_test=data.x_train[held_idx], y_test=data.y_train[held_idx],
         class_names=data.class_names, checksums=data.checksums, mismatched=data.mismatched,
         unverified=data.unverified, task_of_class=data.task_of_class, task_names=data.task_names)
+
+
+def _held_out(n: int, fraction: float) -> int:
+    """How many of a class's `n` training samples `holdout_split` holds out: at least one."""
+    return max(1, int(round(n * fraction)))
+
+
+def holdout_problem(data: ArrayDataset, fraction: float) -> str | None:
+    """Why `holdout_split(data, fraction)` cannot be trained on (a class left without training
+    samples), or None."""
+    counts = torch.bincount(data.y_train, minlength=data.n_classes)[: data.n_classes].tolist()
+    empty = [data.class_names[c] for c, n in enumerate(counts) if n - _held_out(n, fraction) < 1]
+    if not empty:
+        return None
+    smallest = min(counts)
+    shown = ", ".join(map(str, empty[:5])) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    return (f"--holdout {fraction} holds out every training image of {len(empty)} class(es) ({shown}), "
+            f"leaving none to train on; the smallest class has {smallest} training image(s): "
+            f"use a smaller fraction")
 
 
 def build_benchmark(data: ArrayDataset, scenario: str):
