@@ -144,6 +144,27 @@ def test_pnn_lateral_into_a_conv_fed_layer_goes_through_a_1x1_convolution():
     assert count_params(net) == 3 * column + adapters(1) + adapters(2)
 
 
+def test_joint_counts_the_network_it_trains(root):
+    """Avalanche's joint training sizes every Omniglot head at the largest alphabet's class count and
+    masks the rest; the record counts each head at its own alphabet's classes, as naive's heads are."""
+    import torch
+    from avalanche.models import MultiHeadClassifier
+
+    from bench import models
+    from bench.heads import usable_params
+
+    records = {s: run_cell(tiny_config("omniglot", "task-il", s), str(root), threads=1, progress=False)
+               for s in ("naive", "joint")}
+    assert records["joint"]["params"] == records["naive"]["params"]
+    assert records["joint"]["extra_state_bytes"] == 0
+
+    features = models.build_features("omniglot")
+    heads = MultiHeadClassifier(features.out_features)
+    heads.classifiers["0"].classifier = torch.nn.Linear(features.out_features, 7)  # as joint sizes it
+    heads.active_units_T0 = torch.tensor([1, 1, 1, 0, 0, 0, 0], dtype=torch.int8)  # a 3-class task
+    assert usable_params(heads) == 3 * (features.out_features + 1)
+
+
 def test_resnet18_backbone_option_trains(root):
     """The reduced ResNet-18 meant for GPU runs is a drop-in backbone (here on the CPU)."""
     config = tiny_config("cifar10", "class-il", "naive", backbone="resnet18")
