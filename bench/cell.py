@@ -163,6 +163,12 @@ def tensor_bytes(obj: Any, seen: set[int] | None = None, depth: int = 0) -> int:
     return 0
 
 
+def usable_params(model: torch.nn.Module) -> int:
+    from bench.heads import usable_params as usable  # heads import Avalanche's models
+
+    return usable(model)
+
+
 def extra_state_bytes(strategy, plugins: list, baseline_params: int) -> int:
     """What a method keeps beyond the plain network: plugin state (Fisher and old weights, old
     models, exemplars) plus parameters beyond the plain backbone and heads (extra columns, growth)."""
@@ -170,7 +176,7 @@ def extra_state_bytes(strategy, plugins: list, baseline_params: int) -> int:
     # parameters live in the model, not in the state a method adds
     model_ids = {id(p) for p in strategy.model.parameters()}
     held -= sum(p.numel() * p.element_size() for p in _held_params(plugins) if id(p) in model_ids)
-    extra_params = max(0, models.count_params(strategy.model) - baseline_params)
+    extra_params = max(0, usable_params(strategy.model) - baseline_params)
     return held + extra_params * 4
 
 
@@ -254,7 +260,7 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
         # CPU seconds of the cell's process: a cost that other work on the machine barely changes
         "cpu_s": round(time.process_time() - cpu_start, 2),
         "peak_rss_mb": round(peak.mb(), 1),
-        "params": models.count_params(strategy.model),
+        "params": usable_params(strategy.model),  # masked head units no task can use are not counted
         "extra_state_bytes": extra_state_bytes(strategy, method_plugins, baseline),
         "exemplars_held": held if stores else None,  # after each task; None: stores no data
         # trained with the matched buffer besides its own method (shown as `<name> + replay`)

@@ -59,3 +59,22 @@ class TaskILNet(MultiHeadModule):
         # the backbone once for every head (LwF asks an old model for all its tasks' outputs)
         features = self.features(x)
         return {t: self.classifier.forward_single_task(features, t) for t in self.known_train_tasks_labels}
+
+
+def usable_params(model: nn.Module) -> int:
+    """The model's parameters less the units of task heads that their own task never uses.
+
+    Avalanche adapts every head of a MultiHeadClassifier to every experience it is shown, so
+    joint training, shown all tasks at once, sizes every head at the largest task's class count
+    (each Omniglot head at 55 units); the units beyond a task's own classes are masked: they take
+    no gradient and no part in any output, so they are not counted. Heads sized to their task
+    (every sequential strategy's) lose nothing.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if isinstance(module, MultiHeadClassifier) and module.masking:
+            for task, head in module.classifiers.items():
+                active = getattr(module, f"active_units_T{task}")
+                unused = head.classifier.out_features - int(active.sum())
+                total -= unused * (head.classifier.in_features + 1)
+    return total

@@ -29,11 +29,14 @@ class FastLoading:
 
     data_generator: torch.Generator
     augment = None  # a batch transform (bench.augment.CropFlip) applied to every training minibatch
+    mb_raw_x: torch.Tensor  # this minibatch's inputs before `augment`
 
     def _unpack_minibatch(self):
         super()._unpack_minibatch()
-        # Here, after any replay has joined the batch, so that new samples and exemplars alike
-        # are augmented, whatever the strategy; evaluation batches pass unchanged.
+        # the inputs as read, before augmentation: what a method's own buffer stores (DER++, ER-ACE)
+        self.mb_raw_x = self.mbatch[0]
+        # Here, after any replay has joined the batch, so that new samples and exemplars of the
+        # shared memory alike are augmented, whatever the strategy; evaluation batches pass unchanged.
         if self.augment is not None and self.is_training:
             self.mbatch[0] = self.augment(self.mbatch[0])
 

@@ -1,9 +1,29 @@
-"""A reservoir-sampled buffer of (x, y, task[, logits]) tensors, shared by `derpp` and `er_ace` (not a strategy)."""
+"""A reservoir-sampled buffer of (x, y, task[, logits]) tensors, shared by `derpp` and `er_ace` (not a strategy).
+
+The buffer stores each sample's raw image, as the data gives it (`strategy.mb_raw_x`,
+before the protocol's augmentation), and `replayed_inputs` augments a drawn minibatch
+afresh at every replay, so a stored sample is seen under a new crop and flip each time
+it is drawn, as the shared memory's samples are (Mammoth's DER++ and ER-ACE do the same).
+"""
 from __future__ import annotations
 
 import torch
 
 MASKED = -1000.0  # what Avalanche's heads put in units that are not live
+
+
+def stored_inputs(strategy) -> torch.Tensor:
+    """The current minibatch's inputs as the buffer keeps them: raw, on the CPU."""
+    return strategy.mb_raw_x.detach().cpu()
+
+
+def replayed_inputs(strategy, x: torch.Tensor) -> torch.Tensor:
+    """Stored inputs as the network sees them at replay: on the strategy's device and, where the
+    protocol augments, through the strategy's own augmentation (`bench.augment.CropFlip`, seeded
+    by the cell; the same generator that augments the incoming minibatches)."""
+    x = x.to(strategy.device)
+    augment = getattr(strategy, "augment", None)  # None: the protocol does not augment
+    return augment(x) if augment is not None else x
 
 
 class Reservoir:

@@ -10,10 +10,15 @@ pass that saw it, as in the paper (Algorithm 1).
 The buffer holds at most `ctx.memory` samples (the suite's budget counts images);
 their logits are extra state and show in the record's `extra_state_bytes`.
 
+Augmentation (protocols with `augment = true`, the CIFAR ones): the incoming
+minibatch is augmented by the template (`bench/strategy.py`) and its logits come
+from that augmented pass; the buffer stores the raw image with them, and each
+replayed minibatch is augmented afresh with the protocol's crop and flip
+(`strategies/_reservoir.py`), as in the paper's code (Mammoth).
+
 Deviations from the paper:
-- No data augmentation (none of the suite's methods augments); the paper's
-  Split-CIFAR-10 figure (64.9% Class-IL @200) uses random crops and flips, 50
-  epochs and SGD, the suite uses each protocol's optimizer and epochs.
+- The paper's Split-CIFAR-10 figure (64.9% Class-IL @200) uses 50 epochs and
+  SGD; the suite uses each protocol's optimizer and epochs.
 - The suite's Class-IL head grows and masks the units of classes not seen yet
   (Avalanche's IncrementalClassifier), where the paper's head has every class
   from the start. So the logit term compares only the units that were live when
@@ -31,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.settings import Setting
-from strategies._reservoir import MASKED, Reservoir
+from strategies._reservoir import MASKED, Reservoir, replayed_inputs, stored_inputs
 
 SCENARIOS = ("class-il", "task-il")
 MEMORY = "own"
@@ -64,7 +69,7 @@ class DerPlusPlus:
 
         idx = self.buffer.draw(len(strategy.mb_y))
         b = self.buffer
-        out = avalanche_forward(strategy.model, b.x[idx].to(strategy.device), b.t[idx].to(strategy.device))
+        out = avalanche_forward(strategy.model, replayed_inputs(strategy, b.x[idx]), b.t[idx].to(strategy.device))
         return out, b.y[idx].to(strategy.device), b.logits[idx, : out.shape[1]].to(strategy.device)
 
     def before_backward(self, strategy, **kwargs):
@@ -79,9 +84,10 @@ class DerPlusPlus:
         self.last_terms = {"mse": mse.item(), "ce": ce.item()}
 
     def after_training_iteration(self, strategy, **kwargs):
-        # the logits of the pass that trained on the sample, before this step's update (the paper's)
-        x, y, t = (v.detach().cpu() for v in strategy.mbatch[:3])
-        self.buffer.add(x, y, t, strategy.mb_output.detach().cpu())
+        # the raw image, with the logits of the (augmented) pass that trained on it, before this
+        # step's update (the paper's)
+        y, t = (v.detach().cpu() for v in strategy.mbatch[1:3])
+        self.buffer.add(stored_inputs(strategy), y, t, strategy.mb_output.detach().cpu())
 
 def build(ctx):
     plugin = DerPlusPlus(ctx.memory, ctx.split.n_classes, ctx.params["alpha"], ctx.params["beta"], seed=ctx.seed)

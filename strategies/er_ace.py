@@ -10,15 +10,19 @@ seen, updated after each step, as in the paper: it holds the current task's
 samples too, which is how new classes learn to beat old ones (the replayed
 term is the only one that compares them). At most `ctx.memory` samples.
 
+Augmentation (protocols with `augment = true`): the incoming minibatch is
+augmented by the template (`bench/strategy.py`); the buffer stores the raw image
+and each replayed minibatch is augmented afresh with the protocol's crop and flip
+(`strategies/_reservoir.py`), as the paper's code (Mammoth) does.
+
 Deviations from the paper: the protocol's epochs replace the paper's single
-online pass (so a sample can be offered to the reservoir once per epoch); no
-data augmentation. Deviation from Avalanche's `ER_ACE` strategy, which is not
+online pass (so a sample can be offered to the reservoir once per epoch). Deviation from Avalanche's `ER_ACE` strategy, which is not
 used: Avalanche fills a class-balanced buffer before each experience and reads
 it through a per-sample DataLoader; this keeps a reservoir of tensors.
 """
 from __future__ import annotations
 
-from strategies._reservoir import Reservoir
+from strategies._reservoir import Reservoir, replayed_inputs, stored_inputs
 
 SCENARIOS = ("class-il",)
 MEMORY = "own"
@@ -51,12 +55,13 @@ class AsymmetricReplay:
 
         idx = self.buffer.draw(len(strategy.mb_y))
         b, device = self.buffer, strategy.device
-        replayed = avalanche_forward(strategy.model, b.x[idx].to(device), b.t[idx].to(device))
+        replayed = avalanche_forward(strategy.model, replayed_inputs(strategy, b.x[idx]), b.t[idx].to(device))
         # replaces the template's cross-entropy on the incoming batch
         strategy.loss = self.ace(strategy.mb_output, strategy.mb_y, replayed, b.y[idx].to(device))
 
     def after_training_iteration(self, strategy, **kwargs):
-        self.buffer.add(*(v.detach().cpu() for v in strategy.mbatch[:3]))
+        y, t = (v.detach().cpu() for v in strategy.mbatch[1:3])
+        self.buffer.add(stored_inputs(strategy), y, t)  # the raw image, augmented afresh at each replay
 
 
 def build(ctx):

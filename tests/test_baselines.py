@@ -19,7 +19,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def trained(root, scenario, strategy, memory, epochs=1, **settings):
+def trained(root, scenario, strategy, memory, epochs=1, augment=False, **settings):
     """The strategy after training on every task of the tiny MNIST, and its method plugin."""
     config = tiny_config("mnist", scenario, strategy, memory=memory, epochs=epochs, **settings)
     seed_everything(0, 1)
@@ -27,7 +27,7 @@ def trained(root, scenario, strategy, memory, epochs=1, **settings):
     split = task_split(data)
     ctx = StrategyContext(dataset="mnist", scenario=scenario, split=split, memory=config["memory"],
                           epochs=epochs, batch_size=8, eval_batch_size=64, optimizer=config["optimizer"],
-                          params=config["params"], backbone=config["backbone"])
+                          params=config["params"], backbone=config["backbone"], augment=augment)
     strategy_ = registry.get(strategy).build(ctx)
     plugin = strategy_.plugins[0]
     held = []
@@ -184,7 +184,7 @@ def test_derpp_stores_the_logits_of_the_training_pass_with_its_exemplars():
         y = torch.arange(4) % 3
         out = torch.randn(4, 3)
         plugin.after_training_iteration(SimpleNamespace(mbatch=[x, y, torch.zeros(4, dtype=torch.long)],
-                                                        mb_output=out))
+                                                        mb_raw_x=x, mb_output=out))
         for slot in range(plugin.exemplars_held()):
             b = plugin.buffer
             rows = torch.nonzero((x == b.x[slot]).all(1)).flatten()
@@ -202,7 +202,7 @@ def test_derpp_loss_has_both_replay_terms():
     plugin = DerPlusPlus(size=8, n_units=3, alpha=0.3, beta=0.7)
     x = torch.randn(8, 4)
     batch = [x, torch.arange(8) % 3, torch.zeros(8, dtype=torch.long)]
-    plugin.after_training_iteration(SimpleNamespace(mbatch=batch, mb_output=torch.randn(8, 3)))
+    plugin.after_training_iteration(SimpleNamespace(mbatch=batch, mb_raw_x=x, mb_output=torch.randn(8, 3)))
     strategy = SimpleNamespace(model=model, device="cpu", mb_y=torch.zeros(8, dtype=torch.long),
                                loss=torch.tensor(1.0))
     plugin.before_backward(strategy)
@@ -234,7 +234,7 @@ def test_er_ace_masks_the_incoming_batch_to_its_classes():
     model = Linear()
     plugin = AsymmetricReplay(size=8)
     old = [torch.randn(8, 4), torch.tensor([0, 1] * 4), torch.zeros(8, dtype=torch.long)]
-    plugin.after_training_iteration(SimpleNamespace(mbatch=old))
+    plugin.after_training_iteration(SimpleNamespace(mbatch=old, mb_raw_x=old[0]))
     out = torch.randn(4, 3, requires_grad=True)  # incoming samples of class 2 only
     strategy = SimpleNamespace(model=model, device="cpu", mb_output=out, mb_y=torch.full((4,), 2),
                                loss=torch.tensor(0.0))
@@ -249,6 +249,56 @@ def test_er_ace_buffer_holds_current_classes_and_at_most_the_budget(root):
     _, plugin, held = trained(root, "class-il", "er_ace", memory=20)
     assert all(h <= 20 for h in held) and held[-1] == 20
     assert len(set(plugin.buffer.y.tolist())) > 2  # a reservoir over the stream, not the last task
+
+
+# --- DER++ and ER-ACE under the protocol's augmentation
+
+@pytest.mark.parametrize("strategy", ["derpp", "er_ace"])
+def test_own_buffer_stores_the_raw_images_under_augmentation(root, strategy):
+    """Trained with crop and flip on, every stored image is a training image as the data gives it."""
+    from bench.batches import materialize
+
+    _, plugin, _ = trained(root, "class-il", strategy, memory=20, augment=True)
+    data = load_dataset("mnist", str(root), download=False)
+    raw = torch.cat([materialize(e.dataset.eval())[0] for e in build_benchmark(data, "class-il").train_stream])
+    stored = plugin.buffer.x[: plugin.exemplars_held()]
+    matches = (stored.flatten(1)[:, None, :] == raw.flatten(1)[None, :, :]).all(2).any(1)
+    assert matches.all(), f"{int((~matches).sum())} of {len(stored)} stored images are not raw training images"
+
+
+class Recorder(torch.nn.Module):
+    """A linear model on 8x8 images that keeps every input it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 3)
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        return self.fc(x.float().flatten(1))
+
+
+@pytest.mark.parametrize("strategy", ["derpp", "er_ace"])
+def test_a_stored_sample_is_augmented_afresh_at_every_replay(strategy):
+    """One stored image, drawn again and again: the network sees it under different crops and flips."""
+    from bench.augment import CropFlip
+    from strategies.derpp import DerPlusPlus
+    from strategies.er_ace import AsymmetricReplay
+
+    plugin = DerPlusPlus(size=1, n_units=3, alpha=1.0, beta=1.0) if strategy == "derpp" else AsymmetricReplay(size=1)
+    image = torch.randint(1, 256, (1, 1, 8, 8), dtype=torch.uint8)
+    batch = [image, torch.tensor([1]), torch.zeros(1, dtype=torch.long)]
+    plugin.after_training_iteration(SimpleNamespace(mbatch=batch, mb_raw_x=image, mb_output=torch.randn(1, 3)))
+    assert torch.equal(plugin.buffer.x[0], image[0])  # stored raw
+    model, augment = Recorder(), CropFlip(seed=0)
+    for _ in range(2):  # two steps, each replaying a draw of four (DER++: two draws)
+        strategy_ = SimpleNamespace(model=model, device="cpu", augment=augment, mb_y=torch.full((4,), 2),
+                                    mb_output=torch.randn(4, 3, requires_grad=True), loss=torch.tensor(0.0))
+        plugin.before_backward(strategy_)
+    views = torch.cat(model.inputs).flatten(1)
+    assert len(views) >= 8 and len(torch.unique(views, dim=0)) > 1, "every replay showed the same tensor"
+    assert not (views == image.flatten(1)).all(1).all(), "replayed as stored, not augmented"
 
 
 def test_pnc_builds_conv_columns_on_a_conv_backbone(tmp_path):

@@ -114,6 +114,57 @@ def test_pnn_late_column_keeps_the_scale_of_the_first():
     assert last < 3 * first
 
 
+def test_pnn_lateral_into_a_conv_fed_layer_goes_through_a_1x1_convolution():
+    """Omniglot's quarter-width columns: the fully connected layer reads the earlier columns' last
+    conv maps through a 1x1 convolution onto one column's 16 channels, flattened only after it."""
+    import torch
+
+    from bench.models import backbone_spec, count_params
+    from strategies.pnn.network import Column, ProgressiveNet
+
+    net = ProgressiveNet(backbone_spec("omniglot"), 5, width_factor=0.25)
+    for task in (1, 2):
+        net.columns.append(Column(net.spec, task, 5))
+        net.column_of_task[task] = task
+    lateral = net.columns[2].adapters[2]  # into layer 3 (linear 64) from the 16-channel 3x3 maps
+    assert isinstance(lateral.V, torch.nn.Conv2d) and lateral.V.kernel_size == (1, 1)
+    assert (lateral.V.in_channels, lateral.V.out_channels) == (2 * 16, 16)
+    seen = []
+    lateral.V.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
+    net.forward_single_task(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), 2)
+    assert seen == [(4, 2 * 16, 3, 3)]  # the maps themselves, not their flattening
+
+    # by hand: conv 1->8, 8->16, 16->16 (3x3), linear 16*3*3->64, head 64->5
+    column = (8 * 9 + 8) + (16 * 8 * 9 + 16) + (16 * 16 * 9 + 16) + (144 * 64 + 64) + (64 * 5 + 5)
+
+    def adapters(k):  # k scalars, V (1x1 onto one column's channels) and U per layer, for k earlier columns
+        return ((k + 8 * k * 8 + 8 + 16 * 8 * 9 + 16) + (k + 16 * k * 16 + 16 + 16 * 16 * 9 + 16)
+                + (k + 16 * k * 16 + 16 + 144 * 64 + 64))
+
+    assert count_params(net) == 3 * column + adapters(1) + adapters(2)
+
+
+def test_joint_counts_the_network_it_trains(root):
+    """Avalanche's joint training sizes every Omniglot head at the largest alphabet's class count and
+    masks the rest; the record counts each head at its own alphabet's classes, as naive's heads are."""
+    import torch
+    from avalanche.models import MultiHeadClassifier
+
+    from bench import models
+    from bench.heads import usable_params
+
+    records = {s: run_cell(tiny_config("omniglot", "task-il", s), str(root), threads=1, progress=False)
+               for s in ("naive", "joint")}
+    assert records["joint"]["params"] == records["naive"]["params"]
+    assert records["joint"]["extra_state_bytes"] == 0
+
+    features = models.build_features("omniglot")
+    heads = MultiHeadClassifier(features.out_features)
+    heads.classifiers["0"].classifier = torch.nn.Linear(features.out_features, 7)  # as joint sizes it
+    heads.active_units_T0 = torch.tensor([1, 1, 1, 0, 0, 0, 0], dtype=torch.int8)  # a 3-class task
+    assert usable_params(heads) == 3 * (features.out_features + 1)
+
+
 def test_resnet18_backbone_option_trains(root):
     """The reduced ResNet-18 meant for GPU runs is a drop-in backbone (here on the CPU)."""
     config = tiny_config("cifar10", "class-il", "naive", backbone="resnet18")

@@ -1,8 +1,11 @@
 """Progressive neural networks (Rusu et al. 2016): a new column per task, lateral links from frozen earlier columns.
 
 Avalanche's PNN has MLP columns only; `network.py` builds columns from the
-backbone's layer spec, so convolutional backbones get convolutional columns
-(the lateral adapter's projection is 1x1 for a conv layer). Columns may be
+backbone's layer spec, so convolutional backbones get convolutional columns;
+a lateral adapter that reads convolutional maps (into a conv layer, or into the
+fully connected layer that follows the last conv) projects them with a 1x1
+convolution onto one column's channels before any flattening, as Rusu et al. do
+(`network.py`, `Adapter`). Columns may be
 narrower than the backbone (`width_factor` in the protocol) since a network of T
 tasks holds T columns, and each forward pass of the last runs all of them.
 """
