@@ -220,7 +220,7 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
         for future in as_completed(list(futures), loop=client.loop):
             cell = futures.pop(future)
             try:
-                standing = store_result(cell, _result(future, cell), wanted[id(cell)], stamp)
+                standing = store_result(cell, _result(future, cell), wanted[id(cell)], stamp, force)
             finally:
                 release_cell(cell)
             with tqdm.external_write_mode(file=sys.stderr):
