@@ -389,17 +389,14 @@ def edit_protocol(text: str, where: str, name: str, values: dict[str, Any], comm
     try:
         before = tomllib.loads(text)
         document = tomlkit.parse(text)
-        if where in document:
-            container = document[where]
-            if not isinstance(container, Table):
-                raise EditError(f"{where} is written as an inline table; write {label} as a table of its own")
-        else:
-            document.add(tomlkit.nl())
+        if isinstance(document.get(where), InlineTable):
+            raise EditError(f"{where} is written as an inline table; write {label} as a table of its own")
+        appended = where not in document or name not in document[where]
+        if appended:  # a new section goes at the end: tomlkit cannot add into tables written out of order
+            document = tomlkit.document()
             document.add(where, tomlkit.table(is_super_table=True))
-            container = document[where]
-        if name not in container:
-            container.add(name, tomlkit.table())
-        section = container[name]
+            document[where].add(name, tomlkit.table())
+        section = document[where][name]
         if isinstance(section, InlineTable) or not isinstance(section, Table) or section.is_super_table():
             raise EditError(f"{label} is written as an inline table ({name} = {{ ... }}) or with dotted keys; "
                             f"write it as a table: a line {label} followed by one KEY = VALUE per line")
@@ -410,7 +407,7 @@ def edit_protocol(text: str, where: str, name: str, values: dict[str, Any], comm
         keys = keys | set(values) if tuned else keys - set(values)
         if keys or "tuned" in section:
             section["tuned"] = sorted(keys)
-        new = tomlkit.dumps(document)
+        new = text.rstrip("\n") + "\n\n" + tomlkit.dumps(document) if appended else tomlkit.dumps(document)
         after = tomllib.loads(new)
     except EditError:
         raise
@@ -471,9 +468,14 @@ def _write_choice(args, memory: int, name: str, best: dict, score: float, comman
                    f"{100 * score:.2f}% held out) by `{command}`: the setting may have no effect; not a choice")
     with locked(path):
         text = path.read_text(encoding="utf-8")
-        where = _destination(tomllib.loads(text).get("memory"), memory)
+        try:
+            runs = tomllib.loads(text).get("memory")
+        except tomllib.TOMLDecodeError as exc:  # edited by hand since the tune started
+            print_line(f"not written: {path} is not valid TOML now: {exc}")
+            return
+        where = _destination(runs, memory)
         if where is None:
-            print_line(f"not written: tuned at memory {memory}, the protocol runs {tomllib.loads(text).get('memory')}")
+            print_line(f"not written: tuned at memory {memory}, the protocol runs {runs}")
             return
         try:
             new = edit_protocol(text, where, name, best, comment, tuned=flat is None)
