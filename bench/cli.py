@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_count(1), default=1,
                      help="torch threads per cell (default 1), the same whatever --jobs is: "
                           "the thread count changes float results, so keep it fixed to reproduce a run")
-    run.add_argument("--force", action="store_true", help="rerun cells that already have a record")
+    run.add_argument("--force", action="store_true",
+                     help="rerun cells that already have a record; a replaced ok record is kept as RECORD.json.prev")
     run.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     run.add_argument("--no-download", action="store_true", help="never try to download missing data")
     run.add_argument("--log", default=None, metavar="NAMES",
@@ -177,8 +178,9 @@ def cmd_run(args, argv: list[str]) -> int:
         if record["status"] == "ok":
             m = record["metrics"]
             forget = "" if m["forgetting"] is None else f", forgetting {100 * m['forgetting']:.1f}%"
+            replaced = f"; replaced {cell.path}, {record['replaced']}" if record.get("replaced") else ""
             print_line(f"[{n}/{total}] {cell.label}: final accuracy {100 * m['final_acc']:.1f}%{forget}"
-                       f" ({record['time_s']:.0f} s)")
+                       f" ({record['time_s']:.0f} s){replaced}")
             for failure in record.get("logs_missing") or []:
                 print_line(f"  warning: its logs are incomplete ({failure}); the result is stored")
         else:
@@ -319,7 +321,10 @@ def cmd_list() -> int:
 
     for dataset in DATASETS:
         for scenario in SCENARIOS:
-            protocol = cfg.load_protocol(dataset, scenario)
+            try:
+                protocol = cfg.load_protocol(dataset, scenario)
+            except cfg.ConfigError as exc:
+                raise UsageError(str(exc)) from None
             runs, skips = [], []
             for name, info in known.items():
                 reason = info.why_not(dataset, scenario, protocol["memory"], protocol["backbone"])

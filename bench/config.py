@@ -35,6 +35,8 @@ def load_protocol(dataset: str, scenario: str) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"no protocol for {dataset} {scenario}: {path} is missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -293,7 +293,7 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
                 bar.update(1)
                 continue
             try:
-                standing = store_result(cell, record, wanted[id(cell)], stamp)
+                standing = store_result(cell, record, wanted[id(cell)], stamp, force)
             finally:
                 release_cell(cell)
             with tqdm.external_write_mode(file=sys.stderr):

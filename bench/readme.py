@@ -22,12 +22,45 @@ BLOCK = re.compile(r"(<!-- bench:table (?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>
 _BENCH_CSV_HEADER = "dataset,scenario,strategy,hash,"
 
 
+OPEN = re.compile(r"<!-- bench:table (?P<name>[A-Za-z0-9_.-]+) -->")
+CLOSE = "<!-- /bench:table -->"
+_MARKER = re.compile(r"<!-- (?P<close>/)?bench:table(?: (?P<name>[A-Za-z0-9_.-]+))? -->")
+
+
 class ReadmeError(ValueError):
-    """A README block names a table that does not exist."""
+    """The README's blocks cannot be rewritten: a block names a table that does not exist, or
+    its markers are unbalanced, nested or repeated."""
+
+
+def check_markers(text: str) -> None:
+    """Raise ReadmeError unless every opening marker is followed by its closing one before any
+    other marker, and no table has two blocks: a rewrite would otherwise eat the prose between."""
+    open_at: tuple[str, int] | None = None
+    seen: dict[str, int] = {}
+    for match in _MARKER.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        if match["close"]:
+            if open_at is None:
+                raise ReadmeError(f"line {line}: {CLOSE} closes no block (no <!-- bench:table NAME --> before it)")
+            open_at = None
+            continue
+        name = match["name"]
+        if name is None:
+            raise ReadmeError(f"line {line}: a bench:table marker without a table name")
+        if open_at is not None:
+            raise ReadmeError(f"line {line}: block {name} opens inside block {open_at[0]} (line {open_at[1]}), "
+                              f"which is not closed; add {CLOSE} after block {open_at[0]}'s table")
+        if name in seen:
+            raise ReadmeError(f"line {line}: a second block for table {name} (the first is at line {seen[name]})")
+        seen[name] = line
+        open_at = (name, line)
+    if open_at is not None:
+        raise ReadmeError(f"line {open_at[1]}: block {open_at[0]} is never closed; add {CLOSE} after its table")
 
 
 def blocks(text: str) -> dict[str, str]:
-    """Table name -> the text between its markers."""
+    """Table name -> the text between its markers (ReadmeError when the markers are malformed)."""
+    check_markers(text)
     return {m["name"]: m["body"] for m in BLOCK.finditer(text)}
 
 
@@ -45,7 +78,9 @@ def _is_bench_table(csv: Path) -> bool:
 
 
 def fill(text: str, tables_dir: Path) -> str:
-    """`text` with every block replaced by its table file's text."""
+    """`text` with every block replaced by its table file's text (ReadmeError: markers malformed,
+    or a block names a table that does not exist)."""
+    check_markers(text)
     def body(match: re.Match) -> str:
         path = Path(tables_dir) / f"{match['name']}.md"
         if not path.is_file():
@@ -57,7 +92,10 @@ def fill(text: str, tables_dir: Path) -> str:
 
 def check(text: str, tables_dir: Path) -> list[str]:
     """What keeps the README from being exactly `bench table`'s output; empty when it is."""
-    shown = blocks(text)
+    try:
+        shown = blocks(text)
+    except ReadmeError as exc:
+        return [str(exc)]
     problems = []
     for name, body in shown.items():
         path = Path(tables_dir) / f"{name}.md"
@@ -71,11 +109,14 @@ def check(text: str, tables_dir: Path) -> list[str]:
 
 
 def update(readme: Path, tables_dir: Path) -> list[str]:
-    """Rewrite `readme`'s blocks in place; return the tables that have no block (to add by hand)."""
+    """Rewrite `readme`'s blocks in place; return the tables that have no block (to add by hand).
+
+    The file is left untouched when its markers are malformed (ReadmeError); the rewrite keeps
+    its mode, line endings and a symlink (bench.files.atomic_write)."""
     from bench.files import atomic_write
 
     text = readme.read_text(encoding="utf-8")
-    new = fill(text, tables_dir)
+    new = fill(text, tables_dir)  # raises before anything is written
     if new != text:
         atomic_write(readme, new)
     return [name for name in bench_tables(tables_dir) if name not in blocks(new)]

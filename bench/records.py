@@ -176,16 +176,28 @@ def is_done(record: Any, wanted: dict[str, Any]) -> bool:
     return is_ok(record) and record_identity(record) == wanted
 
 
-def store_record(path: Path, record: dict[str, Any], wanted: dict[str, Any], tag: str) -> bool:
+def previous_path(path: Path) -> Path:
+    """Where `run --force` keeps the ok record it replaces (not `*.json`: tables never read it)."""
+    return path.with_name(path.name + ".prev")
+
+
+def store_record(path: Path, record: dict[str, Any], wanted: dict[str, Any], tag: str,
+                 force: bool = False) -> bool:
     """Put `record` at `path` unless that would lose a finished result; True when written.
 
     Kept: an ok record, when `record` failed (a failed attempt never replaces an ok
     record, whoever made it); an ok record of this very identity made by another
     run (`run_id` differs) — two runs that both trained the cell agree, the first stands.
+    With `force` (`run --force`) an ok `record` replaces the ok record there, which is
+    first copied byte for byte to `previous_path(path)` (an older `.prev` is overwritten).
     """
     current = read_json(path)
     if is_ok(current) and current.get("run_id") != record.get("run_id"):
-        if record.get("status") != "ok" or is_done(current, wanted):
+        if record.get("status") != "ok" or (is_done(current, wanted) and not force):
             return False
+        if force:
+            from bench.files import atomic_write
+
+            atomic_write(previous_path(path), path.read_bytes())
     write_json_atomic(path, record, tag=tag)
     return True

@@ -36,8 +36,8 @@ from typing import Any, Callable
 
 from bench import claims
 from bench.loggers import log_folder
-from bench.records import (identity, is_done, is_ok, read_json, record_path, store_record, tmp_path,  # noqa: F401
-                           validate_record, write_json_atomic)
+from bench.records import (identity, is_done, is_ok, previous_path, read_json, record_path,  # noqa: F401
+                           store_record, tmp_path, validate_record, write_json_atomic)
 
 STOP_TIMEOUT_S = 10  # how long a worker gets to stop after SIGTERM before it is killed
 
@@ -135,11 +135,12 @@ def claim_cell(cell: Cell, wanted: dict[str, Any], force: bool = False) -> tuple
 
 
 def store_result(cell: Cell, record: dict[str, Any], wanted: dict[str, Any],
-                 stamp: dict[str, Any]) -> dict[str, Any]:
+                 stamp: dict[str, Any], force: bool = False) -> dict[str, Any]:
     """Stamp and store a cell's record (see records.store_record) and return it.
 
     When an ok record already there is kept instead, the returned record says so
-    in `not_stored` (in memory only)."""
+    in `not_stored`; when `force` replaced an ok record, `replaced` names where the
+    old one is kept (both in memory only)."""
     ran = record.pop("code_ran", cell.code)
     if ran != cell.code and record.get("status") == "ok":
         # The record would name the code the run was planned with, but the cell ran other code
@@ -148,13 +149,16 @@ def store_result(cell: Cell, record: dict[str, Any], wanted: dict[str, Any],
                                             f"{ran}, the run planned {cell.code}): run it again",
                                {k: record[k] for k in ("time_s", "device", "threads") if k in record})
     record.update(run_id=cell.run_id, code=cell.code, **stamp)
+    before = read_json(cell.path) if force else None
     try:
-        stored = store_record(cell.path, record, wanted, tag=cell.run_id)
+        stored = store_record(cell.path, record, wanted, tag=cell.run_id, force=force)
     except OSError as exc:  # a full or failing results disk: every later record would fail alike
         raise StoreFailed(cell, f"cannot write the record of {cell.label} to {cell.path}: "
                                 f"{exc.strerror or exc}") from exc
     if not stored:
-        record["not_stored"] = f"the ok record already at {cell.path} is kept"
+        record = {**record, "not_stored": f"the ok record already at {cell.path} is kept"}
+    elif is_ok(before) and before.get("run_id") != record.get("run_id"):
+        record = {**record, "replaced": f"the earlier ok record is kept as {previous_path(cell.path)}"}
     return record
 
 
@@ -282,7 +286,7 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
                 cell, proc = running.pop(sentinel)
                 del bars[sentinel]
                 proc.join()
-                _finish(cell, proc, outcome, on_done, wanted[id(cell)], stamp)
+                _finish(cell, proc, outcome, on_done, wanted[id(cell)], stamp, force)
     except StoreFailed as exc:
         outcome.store_failed = str(exc)
         _stop(running.values())
@@ -300,7 +304,7 @@ def run_cells(cells: list[Cell], data_root: str, jobs: int = 1, device: str = "c
                     continue
                 record = read_json(result_path(cell))
                 if isinstance(record, dict):
-                    _finish(cell, proc, outcome, on_done, wanted[id(cell)], stamp)  # it finished while being stopped
+                    _finish(cell, proc, outcome, on_done, wanted[id(cell)], stamp, force)  # it finished while being stopped
                 else:
                     unfinished.append(cell)
             outcome.not_run = unfinished + [c for c in pending if not _counted(c, outcome)]
@@ -329,7 +333,8 @@ def _stop(procs) -> None:
             proc.join()
 
 
-def _finish(cell: Cell, proc, outcome: Outcome, on_done, wanted: dict[str, Any], stamp: dict[str, Any]) -> None:
+def _finish(cell: Cell, proc, outcome: Outcome, on_done, wanted: dict[str, Any], stamp: dict[str, Any],
+            force: bool = False) -> None:
     """Store the record of a worker that has exited (a failed one when it left none), then release the cell."""
     result = result_path(cell)
     record = read_json(result)
@@ -341,7 +346,7 @@ def _finish(cell: Cell, proc, outcome: Outcome, on_done, wanted: dict[str, Any],
             reason += " (out of memory, or killed)"
         record = failed_record(cell.config, reason, cell_provenance(cell.config))
     try:
-        standing = store_result(cell, record, wanted, stamp)
+        standing = store_result(cell, record, wanted, stamp, force)
     finally:
         result.unlink(missing_ok=True)
         tmp_path(result, WORKER_TAG).unlink(missing_ok=True)  # left by a worker killed mid-write

@@ -42,9 +42,10 @@ def protocols(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-def tune_args(root, results, *extra):
+def tune_args(root, results, *extra, fast=(*FAST, "--write-overridden")):
+    """A tune of EWC on the small grid; FAST shortens the protocol, so the write-back needs --write-overridden."""
     return ["tune", "--scenario", "class-il", "--strategies", "ewc", "--data-root", str(root),
-            "--results", str(results), "--no-download", "--jobs", "1", *FAST, *extra]
+            "--results", str(results), "--no-download", "--jobs", "1", *fast, *extra]
 
 
 def plan_config(root, results, *extra) -> dict:
@@ -166,3 +167,147 @@ def test_memory_0_class_il_skips_what_needs_memory_and_runs_the_rest(mnist_root,
     planned = {cell.config["strategy"] for cell, _ in cells}
     assert {"naive", "joint", "ewc", "lwf", "ib"} <= planned
     assert all(cell.config["memory"] == 0 for cell, _ in cells)
+
+
+# ---------------------------------------------------------------- write-back safety (issue 29, item 2)
+
+def _replace_ewc_section(path: Path, form: str) -> None:
+    text = path.read_text()
+    start = text.index("[strategies.ewc]")
+    end = text.index("[strategies.lwf]")
+    path.write_text(text[:start] + form + "\n\n" + text[end:])
+
+
+@pytest.mark.parametrize("form", ["[strategies]\newc = { lambda = 1000000.0 }",
+                                  "[strategies]\newc.lambda = 1000000.0"], ids=["inline-table", "dotted-keys"])
+def test_a_section_tune_cannot_edit_exits_2_before_any_trial(protocols, mnist_root, tmp_path, capsys, form):
+    path = protocols / "mnist-class-il.toml"
+    _replace_ewc_section(path, form)
+    before = path.read_bytes()
+    assert cli.main(tune_args(mnist_root, tmp_path / "results")) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "[strategies.ewc] is written as an inline table" in err and "--no-write" in err
+    assert not list((tmp_path / "results").glob("tune/runs/*.json"))  # nothing trained
+    assert path.read_bytes() == before
+    # --no-write needs no edit: the same protocol tunes
+    assert cli.main(tune_args(mnist_root, tmp_path / "results", "--budget", "1", "--no-write")) == 0
+
+
+def test_a_read_only_protocol_exits_2_before_any_trial(protocols, mnist_root, tmp_path):
+    """As root the file mode alone stops nothing: the tune runs without CAP_DAC_OVERRIDE (setpriv)."""
+    import os
+    import subprocess
+    import sys
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop the capability that lets root write a read-only file")
+    path = protocols / "mnist-class-il.toml"
+    path.chmod(0o444)
+    script = ("import sys; from pathlib import Path; from bench import config as cfg; from bench import cli; "
+              f"cfg.PROTOCOL_DIR = Path({str(protocols)!r}); sys.exit(cli.main(sys.argv[1:]))")
+    drop = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "--"] \
+        if os.geteuid() == 0 else []
+    done = subprocess.run([*drop, sys.executable, "-c", script, *tune_args(mnist_root, tmp_path / "results")],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=600)
+    assert done.returncode == cli.EXIT_USAGE, done.stderr
+    assert f"cannot write the winners into {path}" in done.stderr and "Permission denied" in done.stderr
+    assert not list((tmp_path / "results").glob("tune/runs/*.json"))
+
+
+def test_a_point_run_refuses_is_not_run_and_cannot_win(protocols, mnist_root, tmp_path, capsys):
+    path = protocols / "mnist-class-il.toml"  # kept class means and cosine scoring conflict
+    path.write_text(path.read_text() + '\n[tune.memory0.ib]\nncm_normalize = [false, true]\n'
+                    '\n[memory0.ib]\nncm_means = "kept"\nncm_normalize = false\n')
+    args = [*tune_args(mnist_root, tmp_path / "results", "--memory", "0")]
+    args[args.index("ewc")] = "ib"
+    assert cli.main(args) == 0
+    out, err = capsys.readouterr()
+    assert "not run: ib ncm_normalize=True: `run` refuses it" in err and "1 not run" in err
+    assert len(list((tmp_path / "results" / "tune" / "runs").glob("*.json"))) == 1
+    assert "best ncm_normalize=False" in out
+    assert cfg.load_protocol("mnist", "class-il")["memory0"]["ib"]["ncm_normalize"] is False
+
+
+def _trial_path(root, results: Path, **point) -> Path:
+    """Where the trial of `point` (EWC, seed 0, the FAST settings) keeps its record."""
+    from bench.records import record_path
+
+    config = plan_config(root, results / "tune", *FAST, "--holdout", "0.1")
+    config["params"].update(point)
+    config.pop("tuned", None)
+    config["hash"] = cfg.config_hash(config)
+    return record_path(results / "tune", config)
+
+
+def test_no_winner_is_written_while_a_trial_is_held_by_another_run(protocols, mnist_root, tmp_path, capsys):
+    from bench import claims
+
+    results = tmp_path / "results"
+    path = protocols / "mnist-class-il.toml"
+    before = path.read_bytes()
+    held = claims.claim(_trial_path(mnist_root, results, **{"lambda": 1000.0}), run_id="otherrun")
+    try:
+        assert cli.main(tune_args(mnist_root, results, "--budget", "3")) == cli.EXIT_FAILED
+    finally:
+        held.release()
+    out, err = capsys.readouterr()
+    assert "ewc: nothing written: 1 of 3 trial(s) have no score: lambda=1000.0 (seed 0 running elsewhere)" in err
+    assert "best lambda=" not in out
+    assert path.read_bytes() == before
+    assert cli.main(tune_args(mnist_root, results, "--budget", "3")) == 0  # once it is free: written
+    assert "1 trial(s) to run, 2 already done" in capsys.readouterr().err
+    assert path.read_bytes() != before
+
+
+def test_a_winner_under_overridden_settings_is_written_only_with_the_flag(protocols, mnist_root, tmp_path, capsys):
+    path = protocols / "mnist-class-il.toml"
+    before = path.read_bytes()
+    assert cli.main(tune_args(mnist_root, tmp_path / "results", "--budget", "1", fast=FAST)) == 0
+    err = capsys.readouterr().err
+    assert "will not be written: the trials run under --set batch_size=16, --set eval_batch_size=256, " \
+           "--epochs 1" in err
+    assert path.read_bytes() == before
+    assert cli.main(tune_args(mnist_root, tmp_path / "results", "--budget", "1")) == 0  # with --write-overridden
+    assert "(not the protocol's settings)" in path.read_text() and "under --set batch_size=16" in path.read_text()
+
+
+def test_a_flat_grid_warns_and_is_not_marked_tuned(protocols, mnist_root, tmp_path, capsys):
+    """EWC's penalty at lambda 0 and 1e-12 changes nothing: every trial scores the same."""
+    path = protocols / "mnist-class-il.toml"
+    path.write_text(path.read_text().replace("lambda = [1.0, 1e6, 1e3]", "lambda = [0.0, 1e-12]"))
+    assert cli.main(tune_args(mnist_root, tmp_path / "results")) == 0
+    err = capsys.readouterr().err
+    assert "warning: ewc: flat grid: all 2 trials within 0.00 points" in err and "may have no effect" in err
+    ewc = cfg.load_protocol("mnist", "class-il")["strategies"]["ewc"]
+    assert ewc["tuned"] == []  # the value stays, but not as a choice
+    line = next(line for line in path.read_text().splitlines() if line.startswith("lambda = 0.0"))
+    assert "flat grid" in line and "tuned 20" not in line
+
+
+def test_the_ledger_counts_a_grid_move_as_trials(protocols, mnist_root, tmp_path, capsys):
+    from bench import ledger
+
+    results = tmp_path / "results"
+    path = protocols / "mnist-class-il.toml"
+    path.write_text(path.read_text().replace("lambda = [1.0, 1e6, 1e3]", "lambda = [1.0, 1e3]"))
+    assert cli.main(tune_args(mnist_root, results)) == 0
+    path.write_text(path.read_text().replace("lambda = [1.0, 1e3]", "lambda = [1e3, 1e6]"))  # moved up an edge
+    assert cli.main(tune_args(mnist_root, results)) == 0
+    assert "1 trial(s) to run, 1 already done" in capsys.readouterr().err
+    [line] = [x for x in ledger.ledger(results, ledger.current_protocols()) if x.strategy == "ewc"]
+    assert (line.trials, line.off_grid, line.one_search) == (3, 1, 2)  # the point left behind still counts
+    assert cli.main(["tune", "--ledger", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "## mnist class-il" in out and "| 200 | ewc | 3 | 0 | 3 | 1 | 1 | 1 | 2 | 1 | 0 | 0 |" in out
+    assert "| 200 | ewc | 3 | 0 | 3 | 1 | 1 | 1 | 2 | 1 | 0 | 0 |" in \
+        (results / "tables" / "tuning_ledger.md").read_text()  # the same table, written under tables/
+
+
+def test_a_protocol_with_a_toml_syntax_error_exits_2_in_run_and_list(protocols, mnist_root, tmp_path, capsys):
+    path = protocols / "mnist-class-il.toml"
+    path.write_text("memory = = 200\n" + path.read_text())
+    assert cli.main(["list"]) == cli.EXIT_USAGE
+    assert f"{path} is not valid TOML" in capsys.readouterr().err
+    assert cli.main(["run", "--scenario", "class-il", "--data-root", str(mnist_root), "--results",
+                     str(tmp_path / "r"), "--no-download"]) == cli.EXIT_USAGE
+    assert f"{path} is not valid TOML" in capsys.readouterr().err
