@@ -63,7 +63,7 @@ def test_a_tuning_grid_holds_none_beside_rates_and_writes_it_back(tmp_path, monk
     monkeypatch.setattr(cfg, "PROTOCOL_DIR", folder)
     args = argparse.Namespace(dataset="mnist", scenario="task-il")
     protocol = cfg.load_protocol("mnist", "task-il")
-    _write_choice(args, protocol, protocol["memory"], "ib", {"rate": None}, 0.9, "python -m bench tune")
+    _write_choice(args, protocol["memory"], "ib", {"rate": None}, 0.9, "python -m bench tune")
     assert 'rate = "none"' in (folder / "mnist-task-il.toml").read_text()
     written = cfg.load_protocol("mnist", "task-il")
     config = cfg.resolve(written, "mnist", "task-il", "ib", 0, 0, schema=registry.get("ib").settings)
