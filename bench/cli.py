@@ -288,7 +288,7 @@ def cmd_list() -> int:
     for name, info in known.items():
         print(f"  {name:<8} [{info.memory}] {info.summary}")
     print("  not implemented: the reference's \"Adaptive Network\" and \"Activation Regularization\" baselines,"
-          " which it names with one line each and no citation, so neither can be reproduced (see README)")
+          " which it names with one line each and no citation, so neither can be reproduced (see docs/methods.md)")
     print("\nwhere each applies (protocol memory budgets):")
     from bench import config as cfg
 

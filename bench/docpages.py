@@ -114,9 +114,8 @@ def entry(name: str, info) -> str:
            f"Memory: {MEMORY_KINDS.get(info.memory, info.memory)}."
            + (" Trained once on all tasks together." if info.whole_stream else "")]
     if info.settings:
-        out += ["", "| Setting | Default | Range | What |", "| --- | --- | --- | --- |"]
-        out += [f"| `{k}` | {value_text(s.default)} | {_range(s)} | {s.help.replace('|', '/')} |"
-                for k, s in info.settings.items()]
+        out += ["", "Settings (`SETTINGS`: default; allowed values):", ""]
+        out += [f"- `{k}` ({value_text(s.default)}; {_range(s)}): {s.help}" for k, s in info.settings.items()]
     out += [""] + _protocol_lines(name, info)
     if rest.strip():
         out += ["", "From the code's docstring (paper, deviations, handicaps):", "", rest.strip()]

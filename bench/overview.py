@@ -20,7 +20,7 @@ from bench.tables import MISSING, markdown_table, split_by_budget
 
 OVERVIEW_TABLES = ("headline", "reference")
 DATASET_ORDER = ("mnist", "omniglot", "cifar10", "cifar100")
-_SHORT_DATASET = {"mnist": "MNIST", "omniglot": "Omniglot", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+_SHORT_DATASET = {"mnist": "MNIST", "omniglot": "Omni", "cifar10": "C10", "cifar100": "C100"}
 _SHORT_SCENARIO = {"class-il": "CIL", "task-il": "TIL"}
 
 
