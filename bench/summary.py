@@ -103,8 +103,9 @@ def seed_frame(records: Sequence[dict]) -> pd.DataFrame:
 def summary_frame(records: Sequence[dict]) -> pd.DataFrame:
     """One row per (dataset, scenario, strategy, config hash), in table order.
 
-    Columns: the key, `label` (strategy plus what distinguishes its config from
-    its siblings), memory, epochs, n_seeds, n_failed, and `<m>_mean` / `<m>_std`
+    Columns: the key, `label` (the strategy's name, plus what distinguishes its config
+    from its siblings besides its own settings), `settings` (those settings, for the row's
+    footnote: `settings_note`), memory, epochs, n_seeds, n_failed, and `<m>_mean` / `<m>_std`
     over the ok seeds for every metric (fractions, as stored) and cost.
     `std` uses ddof=1, so it is NaN with a single ok seed.
     """
