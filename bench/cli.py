@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--results", type=Path, default=Path("results"))
         if name == "table":
-            p.add_argument("--readme", type=Path, metavar="README.md",
-                           help="also rewrite this file's <!-- bench:table NAME --> blocks from the tables")
+            p.add_argument("--readme", type=Path, nargs="*", metavar="PAGE",
+                           help="also rewrite these pages' <!-- bench:table NAME --> blocks from the tables "
+                                "(no PAGE: README.md and docs/results.md)")
     prune = sub.add_parser("prune", help="list records no protocol plans any more or made by older code "
                                          "(dry run; --yes deletes them)")
     prune.add_argument("--results", type=Path, default=Path("results"))
@@ -263,32 +264,38 @@ def execute(todo: list, args, command: str, on_done=None, on_skip=None):
 def _write_tables(results: Path, show: tuple[str, str] | None = None) -> None:
     from bench import report
 
+    from bench.overview import write_overview
+
     records, _ = report.load_records(results)
     report.write_tables(results, records)
     frame = report.summary_frame(records)
+    write_overview(results, frame)
     if show is not None and len(frame):
         frame = frame[(frame["dataset"] == show[0]) & (frame["scenario"] == show[1])]
     if len(frame):
-        print(report.markdown_table(frame))
+        print(report.terminal_table(frame))
 
 
-def cmd_table(results: Path, readme: Path | None = None) -> int:
+def cmd_table(results: Path, readme: Path | list[Path] | None = None) -> int:
     from bench import readme as readme_blocks
 
+    pages = None if readme is None else [readme] if isinstance(readme, Path) else list(readme or readme_blocks.PAGES)
     if not (results / "runs").is_dir():
         raise UsageError(f"no records: {results / 'runs'} does not exist")
-    if readme is not None and not readme.is_file():
-        raise UsageError(f"--readme: {readme} is not a file")
+    for page in pages or []:
+        if not page.is_file():
+            raise UsageError(f"--readme: {page} is not a file")
     _write_tables(results)
     print(f"tables written under {results / 'tables'}", file=sys.stderr)
-    if readme is not None:
+    if pages:
         try:
-            unplaced = readme_blocks.update(readme, results / "tables")
+            unplaced = readme_blocks.update_pages(pages, results / "tables")
         except readme_blocks.ReadmeError as exc:
             raise UsageError(str(exc)) from None
-        print(f"{readme}: result tables rewritten from {results / 'tables'}", file=sys.stderr)
+        shown = ", ".join(map(str, pages))
+        print(f"{shown}: result tables rewritten from {results / 'tables'}", file=sys.stderr)
         for name in unplaced:
-            print(f"warning: table {name} has no block in {readme}; add <!-- bench:table {name} --> "
+            print(f"warning: table {name} has no block in {shown}; add <!-- bench:table {name} --> "
                   "<!-- /bench:table --> where it belongs", file=sys.stderr)
     return 0
 
@@ -315,7 +322,7 @@ def cmd_list() -> int:
     for name, info in known.items():
         print(f"  {name:<10} [{info.memory}] {info.summary}")
     print("  not implemented: the reference's \"Adaptive Network\" and \"Activation Regularization\" baselines,"
-          " which it names with one line each and no citation, so neither can be reproduced (see README)")
+          " which it names with one line each and no citation, so neither can be reproduced (see docs/methods.md)")
     print("\nwhere each applies (protocol memory budgets):")
     from bench import config as cfg
 

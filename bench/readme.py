@@ -10,6 +10,10 @@ is rewritten from that file by `python -m bench table --readme README.md`, and
 `check_readme` (run by the tests) lists every block that differs from its file
 and every table that has no block, so the README cannot drift from the records.
 Prose around the blocks is the README's own.
+
+The tables are spread over several pages (`PAGES`: the front page holds the headline
+tables, docs/results.md every table): `check_pages` and `update_pages` treat them as
+one document, so each table needs a block on one of them.
 """
 from __future__ import annotations
 
@@ -120,3 +124,29 @@ def update(readme: Path, tables_dir: Path) -> list[str]:
     if new != text:
         atomic_write(readme, new)
     return [name for name in bench_tables(tables_dir) if name not in blocks(new)]
+
+
+# The pages `bench table --readme` rewrites when it is given none: the front page and the results page.
+PAGES = (Path("README.md"), Path("docs/results.md"), Path("docs/ib.md"))
+
+
+def check_pages(texts: dict[str, str], tables_dir: Path) -> list[str]:
+    """`check` over several pages read as one: every block equals its file, every table has a block somewhere."""
+    problems = []
+    for page, text in texts.items():
+        for name, body in blocks(text).items():
+            path = Path(tables_dir) / f"{name}.md"
+            if not path.is_file():
+                problems.append(f"{page}: block {name}: {path} does not exist")
+            elif body != path.read_text(encoding="utf-8"):
+                problems.append(f"{page}: block {name} differs from {path} (python -m bench table --readme)")
+    shown = {name for text in texts.values() for name in blocks(text)}
+    problems += [f"table {name} has no block on {', '.join(texts)} (<!-- bench:table {name} -->)"
+                 for name in bench_tables(tables_dir) if name not in shown]
+    return problems
+
+
+def update_pages(pages: list[Path], tables_dir: Path) -> list[str]:
+    """`update` each page; return the tables that have a block on none of them."""
+    unplaced = [set(update(page, tables_dir)) for page in pages]
+    return sorted(set.intersection(*unplaced)) if unplaced else []

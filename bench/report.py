@@ -7,6 +7,7 @@ The work is split along its seams, data flowing one way:
     bench.captions      what a table's numbers are, and the reference's figures
     bench.tables        Markdown / CSV / LaTeX under <results>/tables/
     bench.plots         PNG figures under <results>/plots/
+    bench.overview      the front page's tables: every method in every setting, and the reference's figures
     bench.readme        README result tables copied from <results>/tables/
 
 This module is the command line over them and keeps the names other code and
@@ -31,7 +32,7 @@ from bench.summary import (COSTS, DDOF, DIRTY_MARK, KEY, OLD_CODE_MARK, STRATEGY
                            config_labels, current_code, load_records, natural_key, row_name, seed_frame,
                            strategy_rank, summary_frame)
 from bench.tables import (MISSING, csv_frame, format_table, latex_table, markdown_table,  # noqa: F401
-                          split_by_budget, write_tables)
+                          split_by_budget, terminal_table, write_tables)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not records:
         print(f"no usable run records under {args.results_dir / 'runs'}", file=sys.stderr)
         return 1
+    from bench.overview import write_overview
+
     written = write_tables(args.results_dir, records)
+    written += write_overview(args.results_dir, summary_frame(records))
     for path in written:
         if path.suffix == ".md":
             print(path.read_text(encoding="utf-8"))

@@ -104,18 +104,20 @@ def seed_frame(records: Sequence[dict]) -> pd.DataFrame:
 def summary_frame(records: Sequence[dict]) -> pd.DataFrame:
     """One row per (dataset, scenario, strategy, config hash), in table order.
 
-    Columns: the key, `label` (strategy plus what distinguishes its config from
-    its siblings), memory, epochs, n_seeds, n_failed, and `<m>_mean` / `<m>_std`
+    Columns: the key, `label` (the strategy's name, plus what distinguishes its config
+    from its siblings besides its own settings), `settings` (those settings, for the row's
+    footnote: `settings_note`), memory, epochs, n_seeds, n_failed, and `<m>_mean` / `<m>_std`
     over the ok seeds for every metric (fractions, as stored) and cost.
     `std` uses ddof=1, so it is NaN with a single ok seed.
     """
     stat_cols = [f"{m}_{s}" for m in METRICS + COSTS for s in ("mean", "std")]
-    columns = KEY + ["label", "memory", "held_max", "epochs", "n_seeds", "n_failed", "n_old_code",
+    columns = KEY + ["label", "settings", "memory", "held_max", "epochs", "n_seeds", "n_failed", "n_old_code",
                      "n_dirty", "n_untuned"] + stat_cols
     if not records:
         return pd.DataFrame(columns=columns)
-    labels = config_labels(records)
-    rows = [_summary_row(key, group, labels[key]) for key, group in seed_frame(records).groupby(KEY, sort=False)]
+    labels, notes = config_labels(records), _settings_notes(records)
+    rows = [_summary_row(key, group, labels[key]) | {"settings": notes[key]}
+            for key, group in seed_frame(records).groupby(KEY, sort=False)]
     frame = pd.DataFrame(rows, columns=columns)
     for col in ("memory", "held_max", "epochs"):
         frame[col] = _as_int_if_integral(frame[col])
@@ -260,6 +262,15 @@ def config_labels(records: Iterable[dict]) -> dict[tuple, str]:
     return labels
 
 
+def _settings_notes(records: Iterable[dict]) -> dict[tuple, str]:
+    """(dataset, scenario, strategy, hash) -> the row's footnote (`settings_note`)."""
+    notes: dict[tuple, str] = {}
+    for rec in records:
+        cfg = rec["config"]
+        notes.setdefault((cfg["dataset"], cfg["scenario"], cfg["strategy"], cfg["hash"]), settings_note(cfg))
+    return notes
+
+
 def row_name(record: dict) -> str:
     """The strategy's name, as `<name> + replay` when it also trained with the matched buffer."""
     cfg = record["config"]
@@ -274,22 +285,68 @@ def row_name(record: dict) -> str:
 
 
 def _distinguish(shown: dict[str, str], by_hash: dict[str, dict]) -> dict[str, str]:
+    """Short labels: the row's name, plus only what tells two rows of that name apart.
+
+    A strategy's own settings (`params.*`, `tuned`) go into the row's footnote (`settings_note`),
+    not the label; the memory is named only where two rows of one name differ in it (the `+ replay`
+    name already tells a row with the matched buffer from one without).
+    """
     if len(by_hash) == 1:
         return dict(shown)
-    keys = sorted({k for cfg in by_hash.values() for k in cfg} - _LABEL_IGNORE)
-    differing = [k for k in keys if len({_show(cfg.get(k)) for cfg in by_hash.values()}) > 1]
-    parts = {h: [f"{k} {_show(cfg.get(k))}" for k in differing] for h, cfg in by_hash.items()}
-    counts = defaultdict(int)
-    for p in parts.values():
-        counts[tuple(p)] += 1
-    labels = {}
-    for h, p in parts.items():
-        # Configs can hash differently for reasons not visible in `config`
-        # (e.g. a code-version salt); the hash itself still tells such rows apart.
-        if counts[tuple(p)] > 1:
-            p = p + [f"hash {h}"]
-        labels[h] = f"{shown[h]} ({', '.join(p)})"
-    return labels
+    keys = sorted({k for cfg in by_hash.values() for k in cfg} - _LABEL_IGNORE - {"tuned"})
+    keys = [k for k in keys if not k.startswith("params.")]
+    parts: dict[str, list[str]] = {}
+    for h, cfg in by_hash.items():
+        siblings = [c for g, c in by_hash.items() if shown[g] == shown[h]]
+        parts[h] = [f"{k} {_show(cfg.get(k))}" for k in keys
+                    if len({_show(c.get(k)) for c in siblings}) > 1]
+    # Rows that still share a label (two configs of one name differing only in the strategy's own
+    # settings, as stale records can leave) name those settings, then, if nothing visible differs
+    # (e.g. a code-version salt), the hash.
+    for extra in ("params", "hash"):
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for h, p in parts.items():
+            groups[(shown[h], *p)].append(h)
+        for same in (g for g in groups.values() if len(g) > 1):
+            if extra == "hash":
+                for h in same:
+                    parts[h] = parts[h] + [f"hash {h}"]
+                continue
+            own = sorted({k for h in same for k in by_hash[h] if k.startswith("params.")})
+            differ = [k for k in own if len({_show(by_hash[h].get(k)) for h in same}) > 1]
+            for h in same:
+                parts[h] = parts[h] + [f"{k[len('params.'):]} {_short(by_hash[h].get(k))}" for k in differ]
+    return {h: f"{shown[h]} ({', '.join(p)})" if p else shown[h] for h, p in parts.items()}
+
+
+def settings_note(cfg: dict) -> str:
+    """A row's own settings for its footnote: those tuned or not the strategy's default, then `tuned: ...`.
+
+    `cfg` is a record's configuration, nested (`params`) or flattened (`params.KEY`).
+    """
+    params = cfg.get("params") if isinstance(cfg.get("params"), dict) else \
+        {k[len("params."):]: v for k, v in cfg.items() if k.startswith("params.")}
+    tuned = [str(t) for t in cfg.get("tuned") or []] if isinstance(cfg.get("tuned"), list) else []
+    defaults = _declared_defaults(str(cfg.get("strategy")))
+    shown = [f"{k} {_short(v)}" for k, v in params.items()
+             if k in tuned or k not in defaults or _short(defaults[k]) != _short(v)]
+    text = ", ".join(shown)
+    if tuned:
+        text += ("; " if text else "") + "tuned: " + ", ".join(tuned)
+    return text
+
+
+@functools.lru_cache(maxsize=None)
+def _declared_defaults(strategy: str) -> dict[str, Any]:
+    from bench import registry
+
+    info = registry.strategies().get(strategy)
+    return {k: s.default for k, s in info.settings.items()} if info is not None else {}
+
+
+def _short(value: Any) -> str:
+    """A setting as a footnote shows it: 1e+06, not 1000000.0."""
+    return f"{value:g}" if isinstance(value, float) else _show(value)
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict:

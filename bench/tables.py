@@ -36,6 +36,8 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
     """
     unit, scale = state_unit(summary)
     cells = [_display_row(row, unit, scale) for _, row in summary.iterrows()]
+    for cell, mark in zip(cells, footnote_marks(summary)):
+        cell[0] += mark
     columns = (["Strategy"] + list(PCT_COLUMNS.values())
                + ["Time (s)", "Params", f"Extra state ({unit})", "Memory (exemplars)", "Held (max)", "Seeds"])
     table = pd.DataFrame(cells, columns=columns)
@@ -43,6 +45,31 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
         table.insert(0, "Scenario", list(summary["scenario"]))
         table.insert(0, "Dataset", list(summary["dataset"]))
     return table
+
+
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def footnote_marks(summary: pd.DataFrame) -> list[str]:
+    """¹, ², ... for the rows whose own settings are footnoted (`summary.settings_note`), '' for the others."""
+    notes = list(summary["settings"]) if "settings" in summary.columns else [""] * len(summary)
+    marks_, n = [], 0
+    for note in notes:
+        if missing(note) or not note:
+            marks_.append("")
+            continue
+        n += 1
+        marks_.append(str(n).translate(_SUPERSCRIPT))
+    return marks_
+
+
+def settings_footnotes(summary: pd.DataFrame) -> str:
+    """The footnotes of `footnote_marks`, one line each: a row's settings that were tuned or are not
+    its strategy's default, and which were tuned (by `bench tune`, on held-out training data)."""
+    notes = list(summary["settings"]) if "settings" in summary.columns else [""] * len(summary)
+    lines = [f"{mark} {label}: {note}" for mark, label, note in zip(footnote_marks(summary), summary["label"], notes)
+             if mark]
+    return "\n\n".join(lines)
 
 
 def state_unit(summary: pd.DataFrame) -> tuple[str, float]:
@@ -105,7 +132,22 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align) + "\n"
 
 
-_LATEX_SYMBOLS = {"±": r"$\pm$", "–": "--", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "*": r"$^*$"}
+TERMINAL_COLUMNS = ["Strategy", "Final acc (%)", "Avg inc. acc (%)", "Forgetting (%)", "Time (s)",
+                    "Memory (exemplars)", "Seeds"]
+
+
+def terminal_table(summary: pd.DataFrame) -> str:
+    """What `bench run` prints: the main columns of `format_table` (fits 120 columns), then the
+    rows' settings footnotes; the full table is the Markdown file under `<results>/tables/`."""
+    table = format_table(summary)
+    shown = table[[c for c in table.columns if c in ("Dataset", "Scenario") or c in TERMINAL_COLUMNS]]
+    shown = shown.rename(columns={"Memory (exemplars)": "Memory"})
+    notes = settings_footnotes(summary).replace("\n\n", "\n")
+    return markdown_table(shown) + (f"\n{notes}\n" if notes else "")
+
+
+_LATEX_SYMBOLS = {"±": r"$\pm$", "–": "--", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "*": r"$^*$",
+                  **{sup: f"$^{{{digit}}}$" for digit, sup in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹")}}
 
 
 def _latex_symbols(text: str) -> str:
@@ -176,6 +218,7 @@ def write_tables(results_dir: str | os.PathLike,
         for suffix, rows in split_by_budget(part):
             caption, notes = table_document(rows, seeds_of(seeds, rows), dataset, scenario, records)
             table = format_table(rows)
+            notes = "\n\n".join(n for n in (settings_footnotes(rows), notes) if n)
             markdown = f"{caption}\n\n{markdown_table(table)}" + (f"\n{notes}\n" if notes else "")
             paths.append(atomic_write(out / f"{stem}{suffix}.md", markdown))
             # 10 significant digits: exact enough, without float noise like 0.8500000000000001.

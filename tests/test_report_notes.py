@@ -158,12 +158,6 @@ def test_a_table_without_a_block_and_a_block_without_a_table_are_named(tmp_path:
     assert "cifar10_class-il" in capsys.readouterr().err and path.read_text() == before
 
 
-def test_readme_result_tables_are_bench_table_output() -> None:
-    """The README's result tables are exactly results/tables/*.md (rebuild: python -m bench table --readme README.md)."""
-    problems = readme.check((REPO / "README.md").read_text(encoding="utf-8"), REPO / "results" / "tables")
-    assert problems == []
-
-
 def test_ib_network_line_reports_growth_capping_and_cost_per_task() -> None:
     from bench.ib_network import ib_network_line
 
@@ -190,7 +184,10 @@ def test_ib_network_line_reports_growth_capping_and_cost_per_task() -> None:
 
 def test_committed_tables_are_what_bench_table_writes_from_the_committed_records(tmp_path: Path) -> None:
     """results/tables/ is `python -m bench table` output, byte for byte (rebuild it after adding records)."""
-    written = report.write_tables(tmp_path, report.load_records(REPO / "results")[0])
+    from bench.overview import write_overview
+
+    records = report.load_records(REPO / "results")[0]
+    written = report.write_tables(tmp_path, records) + write_overview(tmp_path, report.summary_frame(records))
     assert written
     for path in written:
         committed = REPO / "results" / "tables" / path.name
@@ -200,9 +197,10 @@ def test_committed_tables_are_what_bench_table_writes_from_the_committed_records
         "results/tables/ holds a table whose records are gone (python -m bench table removes it)"
 
 
-def test_plots_the_readme_shows_are_committed() -> None:
+def test_plots_the_pages_show_are_committed() -> None:
     import re
 
-    shown = re.findall(r"\]\((results/plots/[^)]+\.png)\)", (REPO / "README.md").read_text(encoding="utf-8"))
+    shown = re.findall(r"\]\(\.\./(results/plots/[^)]+\.png)\)", (REPO / "docs" / "results.md").read_text(encoding="utf-8"))
+    shown += re.findall(r"\]\((results/plots/[^)]+\.png)\)", (REPO / "README.md").read_text(encoding="utf-8"))
     assert shown
     assert [p for p in shown if not (REPO / p).is_file()] == []
