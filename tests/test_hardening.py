@@ -221,7 +221,10 @@ def test_fingerprint_and_dirty_flag_follow_the_cell_code_only(project_copy):
             f.write("\n# edited while a grid runs\n")
         assert state() == (base, False), path
     with open(project_copy / "bench" / "memory.py", "a") as f:
-        f.write("\n# a change to code that runs in the cell\n")
+        f.write("\n# a comment in a module that runs in the cell: same behaviour, but not the commit's bytes\n")
+    assert state() == (base, True)
+    with open(project_copy / "bench" / "memory.py", "a") as f:
+        f.write("\n_CHANGED = 1  # a change to code that runs in the cell\n")
     changed, dirty = state()
     assert changed != base and dirty is True
 
