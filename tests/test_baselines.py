@@ -70,7 +70,6 @@ def test_pnc_compress_moves_the_knowledge_base_toward_the_active_column():
     model = PnCNet(spec, 2)
     model.kb_heads["0"] = torch.nn.Linear(spec.out_features, 2)
     x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
-    data = [x, torch.zeros(64, dtype=torch.long), torch.zeros(64, dtype=torch.long)]
     with torch.no_grad():  # an active column with a clear opinion, far from the untrained knowledge base
         model.active_head.bias.copy_(torch.tensor([3.0, -3.0]))
 
@@ -86,7 +85,7 @@ def test_pnc_compress_moves_the_knowledge_base_toward_the_active_column():
     active_before = [p.detach().clone() for p in model.active.parameters()]
     before = gap()
     plugin = CompressPlugin(lambda ps: torch.optim.Adam(ps, lr=1e-3), 3, 1000.0, 0.9, batch_size=16)
-    plugin.compress(model, 0, data, "cpu")
+    plugin.compress(model, 0, x, "cpu")
     assert gap() < 0.5 * before
     assert any(not torch.equal(a, b) for a, b in zip(kb_before, model.kb_parameters()))
     assert all(torch.equal(a, b) for a, b in zip(active_before, model.active.parameters()))
@@ -110,7 +109,7 @@ def test_pnc_compress_targets_are_the_active_column_as_progress_left_it(monkeypa
 
     monkeypatch.setattr(F, "kl_div", spy)
     plugin = CompressPlugin(lambda ps: torch.optim.Adam(ps, lr=1e-2), 2, 0.0, 1.0, batch_size=8)
-    plugin.compress(model, 0, [x, torch.zeros(32, dtype=torch.long), torch.zeros(32, dtype=torch.long)], "cpu")
+    plugin.compress(model, 0, x, "cpu")
     assert len(targets) == 8
     assert all(torch.allclose(t, teacher.expand_as(t), atol=1e-6) for t in targets)
 

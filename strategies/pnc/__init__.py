@@ -4,12 +4,17 @@
 Per task: *progress* trains a fresh active column (the backbone's layers, with
 lateral links from the frozen knowledge base's layers, as in a progressive
 network) and its head; *compress* then trains the knowledge base and its head
-for that task to match the active column's outputs (KL divergence), while an
+for that task to match the active column's outputs (KL divergence) as progress
+left them: a frozen teacher, whose laterals read the knowledge base as it was
+before compress (targets computed once per task; with the protocol's
+augmentation, per batch on the augmented view from a frozen copy of the
+knowledge base, so compress sees augmented batches like progress), while an
 online EWC penalty, lambda * sum gamma*F* (theta - theta*)^2, keeps it near its
 weights after the previous task. F* is a running Fisher: F*_k = gamma F*_{k-1} + F_k.
 Predictions (every evaluation) come from the knowledge base and the task's
 head. The network size is constant over the stream except for one knowledge
-base head per task; the record's `per_task` lists parameters and extra state.
+base head per task; the record's `per_task` lists parameters, extra state and
+the distillation loss on the first and last batch of each compress phase.
 
 Deviations from the paper:
 - Compress runs for as many epochs as progress (the protocol's `epochs`): the
@@ -18,7 +23,7 @@ Deviations from the paper:
 - Lateral links are layers of the backbone's kind (linear or 3x3 conv, as in
   `pnn`), without the paper's non-linear adaptors and learned scales.
 - The Fisher is the empirical one (true labels) over minibatch gradients, on
-  the task's training data, and covers the knowledge base's shared layers; the
+  the task's (un-augmented) training data, and covers the knowledge base's shared layers; the
   heads of earlier tasks are not trained in later compress phases, so need none.
 - No normalisation by the number of tasks, no reinforcement-learning parts.
 - The active column is re-initialised for every task (the paper also allows

@@ -24,7 +24,10 @@ Choices where the paper leaves details open (or where the suite differs):
 - Feature regularisation: on a minibatch drawn from the exemplars each step,
   against their features from the network that chose them (our reading of
   the paper's feature regulariser, which acts on the support data).
-- No data augmentation; the protocol's backbone, optimizer and epochs, not the paper's.
+- Augmentation is the protocol's (CIFAR: crop and flip): the template augments every training
+  batch, new samples and replayed exemplars alike (`bench.strategy.FastLoading`); the SVM, the
+  Fisher and the feature regulariser read the images un-augmented (the stored features are
+  those of the un-augmented exemplars). The protocol's backbone, optimizer and epochs, not the paper's.
 """
 from bench.settings import Setting
 
