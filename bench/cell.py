@@ -264,7 +264,9 @@ def run_cell(config: dict[str, Any], data_root: str, threads: int = 1, progress:
         "extra_state_bytes": extra_state_bytes(strategy, method_plugins, baseline),
         "exemplars_held": held if stores else None,  # after each task; None: stores no data
         # trained with the matched buffer besides its own method (shown as `<name> + replay`)
-        "shared_replay": info.memory == "shared" and config["memory"] > 0 and config["strategy"] != "replay",
+        # (replay and its variants, replay_ncm and replay_at_ib_size, are that buffer itself)
+        "shared_replay": info.memory == "shared" and config["memory"] > 0
+        and not config["strategy"].startswith("replay"),
         "data_checksums": data.checksums,
         "data_official": data.official,
         "data_mismatched": data.mismatched,

@@ -8,7 +8,7 @@ inside the model, so data stays compact in memory and in replay buffers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -197,13 +197,25 @@ class ResNetFeatures(nn.Module):
         return self.net(self.preprocess(x))
 
 
-def build_features(dataset: str, backbone: str | None = None) -> nn.Module:
-    """The feature extractor for a dataset (its default backbone unless one is named)."""
+def widened(spec: BackboneSpec, width: float) -> BackboneSpec:
+    """`spec` with every hidden layer's width multiplied by `width` (rounded, at least 1): the same
+    network made larger or smaller, for rows compared at another method's parameter count."""
+    if width == 1:
+        return spec
+    layers = tuple(replace(layer, width=max(1, round(layer.width * width))) for layer in spec.layers)
+    return replace(spec, name=f"{spec.name} x{width:g}", layers=layers)
+
+
+def build_features(dataset: str, backbone: str | None = None, width: float = 1.0) -> nn.Module:
+    """The feature extractor for a dataset (its default backbone unless one is named), its hidden
+    layers widened by `width` (spec backbones only)."""
     name = backbone or DEFAULT_BACKBONE[dataset]
     if name == "resnet18":
+        if width != 1:
+            raise ValueError("a width multiplier applies to spec backbones only, not resnet18")
         spec = BACKBONES[DEFAULT_BACKBONE[dataset]]
         return ResNetFeatures(spec.in_shape, spec.mean, spec.std)
-    return FeatureNet(BACKBONES[name])
+    return FeatureNet(widened(BACKBONES[name], width))
 
 
 RESNET_INPUT = (3, 32, 32)  # Avalanche's slim ResNet-18 reshapes its input to this
@@ -223,10 +235,12 @@ def unusable(dataset: str, backbone: str) -> str | None:
     return None
 
 
-def backbone_spec(dataset: str, backbone: str | None = None) -> BackboneSpec | None:
-    """The layer spec of a backbone, or None for backbones not built from a spec (resnet18)."""
+def backbone_spec(dataset: str, backbone: str | None = None, width: float = 1.0) -> BackboneSpec | None:
+    """The layer spec of a backbone (widened by `width`), or None for backbones not built from a
+    spec (resnet18)."""
     name = backbone or DEFAULT_BACKBONE[dataset]
-    return BACKBONES.get(name)
+    spec = BACKBONES.get(name)
+    return widened(spec, width) if spec is not None else None
 
 
 def count_params(model: nn.Module) -> int:

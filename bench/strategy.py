@@ -84,13 +84,14 @@ class StrategyContext:
     augment: bool = False  # random crop and flip of training batches (the protocol's `augment`)
     # the strategy's declared MEMORY: only "shared" gets the matched buffer from `template`
     memory_kind: str = "shared"
+    width: float = 1.0  # multiplier on every hidden layer's width (the rows "at IB's size")
 
     @property
     def spec(self) -> models.BackboneSpec | None:
-        return models.backbone_spec(self.dataset, self.backbone)
+        return models.backbone_spec(self.dataset, self.backbone, self.width)
 
     def features(self) -> nn.Module:
-        return models.build_features(self.dataset, self.backbone)
+        return models.build_features(self.dataset, self.backbone, self.width)
 
     def model(self, features: nn.Module | None = None) -> nn.Module:
         """Backbone plus the scenario's head: one head per task (Task-IL) or one growing head (Class-IL)."""

@@ -280,7 +280,7 @@ def row_name(record: dict) -> str:
 
         info = registry.strategies().get(cfg["strategy"])
         shared = info is not None and info.memory == "shared" and is_number(cfg.get("memory")) \
-            and cfg["memory"] > 0 and cfg["strategy"] != "replay"
+            and cfg["memory"] > 0 and not cfg["strategy"].startswith("replay")  # replay and its variants
     return f"{cfg['strategy']} + replay" if shared else cfg["strategy"]
 
 

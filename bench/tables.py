@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.captions import budget, reference_note, table_caption
+from bench.controls import control_lines
 from bench.files import atomic_write, safe_name
 from bench.ib_network import ib_network_line
 from bench.readme import bench_tables
@@ -196,8 +197,8 @@ def table_document(rows: pd.DataFrame, seeds: pd.DataFrame, dataset: str, scenar
                    records: Sequence[dict] = ()) -> tuple[str, str]:
     """(caption, notes) of one table: the paragraph above it and the lines below it."""
     caption = table_caption(rows, seeds, dataset, scenario, state_unit(rows)[0])
-    notes = [significance_line(rows, seeds), ib_network_line(records, rows),
-             reference_note(dataset, scenario, budget(rows))]
+    notes = [significance_line(rows, seeds), *control_lines(rows, seeds, records),
+             ib_network_line(records, rows), reference_note(dataset, scenario, budget(rows))]
     return caption, "\n\n".join(n for n in notes if n)
 
 
