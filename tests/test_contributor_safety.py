@@ -98,11 +98,23 @@ def test_a_section_of_a_strategy_not_run_says_whose_it_is(root, tmp_path):
     assert "it declares lambda, mode, decay_factor" in text
 
 
-def test_untuned_defaults_are_said_in_the_run_and_marked_in_the_table(root, tmp_path, capsys):
-    from bench import report
+def test_untuned_defaults_are_said_in_the_run_and_marked_in_the_table(root, tmp_path, capsys, monkeypatch):
+    import shutil
 
+    import tomlkit
+
+    from bench import config as cfg
+    from bench import report
     from bench.plan import untuned
 
+    # a protocol without si's section (the committed one has been tuned for si since)
+    folder = tmp_path / "protocols"
+    shutil.copytree(cfg.PROTOCOL_DIR, folder)
+    protocol = folder / "mnist-class-il.toml"
+    document = tomlkit.parse(protocol.read_text())
+    del document["strategies"]["si"]
+    protocol.write_text(tomlkit.dumps(document))
+    monkeypatch.setattr(cfg, "PROTOCOL_DIR", folder)
     lines = untuned(plan_args(root, tmp_path), ["naive", "ewc", "si"])
     assert len(lines) == 1 and "si runs mnist class-il on its declared defaults (si_lambda=1.0)" in lines[0]
     records = []
