@@ -169,7 +169,7 @@ def test_gdumb_retrains_from_scratch_on_the_memory_only(root):
 # --- BiC
 
 def test_bic_fits_a_bias_layer_distills_and_keeps_the_budget(root):
-    strategy, plugin, bench = built(root, "class-il", "bic", memory=20, bias_epochs=20)
+    strategy, plugin, bench = built(root, "class-il", "bic", memory=20, bias_epochs=20, val_fraction=0.1)
     held = []
     for i, experience in enumerate(bench.train_stream[:3]):
         strategy.train(experience)
