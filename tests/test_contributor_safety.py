@@ -98,7 +98,7 @@ def test_a_section_of_a_strategy_not_run_says_whose_it_is(root, tmp_path):
     assert "it declares lambda, mode, decay_factor" in text
 
 
-def test_untuned_defaults_are_said_in_the_run_and_marked_in_the_table(root, tmp_path, capsys, monkeypatch):
+def test_untuned_defaults_are_said_in_the_run_and_marked_in_the_table(root, tmp_path, capsys, monkeypatch, request):
     import shutil
 
     import tomlkit
@@ -115,6 +115,11 @@ def test_untuned_defaults_are_said_in_the_run_and_marked_in_the_table(root, tmp_
     del document["strategies"]["si"]
     protocol.write_text(tomlkit.dumps(document))
     monkeypatch.setattr(cfg, "PROTOCOL_DIR", folder)
+    # summary.on_defaults caches what it read from the protocols: not this copy's answers for other tests
+    from bench.summary import on_defaults
+
+    on_defaults.cache_clear()
+    request.addfinalizer(on_defaults.cache_clear)
     lines = untuned(plan_args(root, tmp_path), ["naive", "ewc", "si"])
     assert len(lines) == 1 and "si runs mnist class-il on its declared defaults (si_lambda=1.0)" in lines[0]
     records = []
