@@ -14,7 +14,7 @@ from typing import Iterable
 UNTUNED_MARK = "‡"
 
 ORDER = ("naive", "joint", "replay", "ewc", "lwf", "si", "mas", "icarl", "agem", "gdumb", "bic", "derpp", "er_ace",
-         "supportnet", "pnc", "pnn", "ib")
+         "supportnet", "pnc", "pnn", "ib", "ib_rate")
 
 
 def ordered(names: Iterable[str]) -> list[str]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.records import is_number, record_path
+from bench.significance import IB_ROWS
 
 
 def _ib_records(records: Sequence[dict], rows: pd.DataFrame) -> dict[str, list[dict]]:
@@ -26,7 +27,7 @@ def _ib_records(records: Sequence[dict], rows: pd.DataFrame) -> dict[str, list[d
     found: dict[str, list[dict]] = {}
     for record in records:
         cfg = record["config"]
-        if (record["status"] == "ok" and cfg["strategy"] == "ib" and cfg["hash"] in labels
+        if (record["status"] == "ok" and cfg["strategy"] in IB_ROWS and cfg["hash"] in labels
                 and isinstance(record.get("per_task"), list) and record["per_task"]):
             group = found.setdefault(labels[cfg["hash"]], [])
             problem = _unreadable(record, group[0] if group else None)
@@ -54,6 +55,13 @@ def _slash(values: Sequence[float]) -> str:
     return "/".join(f"{v:.0f}" for v in values)
 
 
+def grew_share(per_task: Sequence[dict]) -> float:
+    """The share of (task, layer) pairs after the first task in which the layer grew (growth is
+    decided as a task arrives; the reference reports about 25% on Omniglot)."""
+    pairs = [k for task in per_task[1:] for k in task.get("grown") or []]
+    return sum(k > 0 for k in pairs) / len(pairs) if pairs else 0.0
+
+
 def _describe(records: list[dict], rows: pd.DataFrame) -> str:
     last = [r["per_task"][-1] for r in records]
     n_tasks = len(records[0]["per_task"])
@@ -67,6 +75,9 @@ def _describe(records: list[dict], rows: pd.DataFrame) -> str:
     text += f"; layer widths {_slash(widths)} (from {_slash(initial)})"
     capped = np.mean([sum(sum(t.get("capped") or []) for t in r["per_task"]) for r in records])
     text += f", {capped:.0f} channel{'s' if round(capped) != 1 else ''} capped over the stream"
+    share = np.mean([grew_share(r["per_task"]) for r in records])
+    if n_tasks > 1:
+        text += f"; a layer grew in {100 * share:.0f}% of the (task, layer) pairs after the first task"
     times = [[t["train_s"] for t in r["per_task"] if is_number(t.get("train_s"))] for r in records]
     if all(len(t) == n_tasks for t in times):
         per_task = np.mean(times, axis=0)

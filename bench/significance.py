@@ -1,7 +1,7 @@
 """Is IB's lead (or lag) in a table more than seed noise?
 
-In each table, IB is set against the best other method by mean final accuracy
-(`joint`, trained on every task at once, is the upper bound and not a rival).
+In each table, IB's best row (`ib` or `ib_rate`) is set against the best other method by mean
+final accuracy (`joint`, trained on every task at once, is the upper bound and not a rival).
 The difference of means comes with a 95% t interval: paired over the seeds both
 rows share (a seed fixes the data order and the initial weights, so the
 per-seed differences cancel what the two runs have in common), or Welch's
@@ -20,7 +20,8 @@ from scipy import stats
 from bench.summary import KEY
 
 LEVEL = 0.95
-RIVAL_EXCLUDED = ("ib", "joint")
+IB_ROWS = ("ib", "ib_rate")  # the reference's recipe and the preset-rate extension (strategies/ib_rate.py)
+RIVAL_EXCLUDED = (*IB_ROWS, "joint")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def compare_ib(rows: pd.DataFrame, seeds: pd.DataFrame) -> Comparison | None:
     (`seed_frame`). Rows with a failed seed take no part: they show no numbers.
     """
     usable = rows[(rows["n_failed"] == 0) & rows["final_acc_mean"].notna()]
-    ib = usable[usable["strategy"] == "ib"]
+    ib = usable[usable["strategy"].isin(IB_ROWS)]
     rivals = usable[~usable["strategy"].isin(RIVAL_EXCLUDED)]
     if ib.empty or rivals.empty:
         return None

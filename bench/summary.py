@@ -27,7 +27,7 @@ from bench.display import UNTUNED_MARK
 from bench.records import METRICS, is_number, validate_record
 
 COSTS = ("time_s", "peak_rss_mb", "params", "extra_state_bytes")
-STRATEGY_ORDER = ("naive", "joint", "replay", "ewc", "lwf", "si", "mas", "icarl", "agem", "gdumb", "bic", "pnn", "ib")
+STRATEGY_ORDER = ("naive", "joint", "replay", "ewc", "lwf", "si", "mas", "icarl", "agem", "gdumb", "bic", "pnn", "ib", "ib_rate")
 KEY = ["dataset", "scenario", "strategy", "hash"]
 DDOF = 1  # sample std: with a handful of seeds the population std understates spread
 

@@ -21,7 +21,8 @@ from bench.cell import seed_everything
 from bench.datasets import load_dataset
 from bench.scenarios import build_benchmark, holdout_split, task_split
 from bench.strategy import StrategyContext
-from strategies.ib.plugin import IBPlugin, class_features
+from strategies._ncm import hidden_features
+from strategies.ib.plugin import IBPlugin
 
 
 def nearest_mean(features: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
@@ -52,8 +53,8 @@ def main() -> None:
 
     model = strategy.model
     plugin = next(p for p in strategy.plugins if isinstance(p, IBPlugin))
-    test = class_features(model, data.x_test, 1024)
-    train = class_features(model, data.x_train, 1024)
+    test = hidden_features(model.features, data.x_test, 1024)
+    train = hidden_features(model.features, data.x_train, 1024)
     kept = torch.stack([plugin.class_means[c] for c in range(split.n_classes)])
     oracle = torch.stack([train[data.y_train == c].mean(0) for c in range(split.n_classes)])
     model.eval()

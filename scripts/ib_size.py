@@ -1,10 +1,10 @@
-"""The width multipliers of the rows "at IB's size": per table, the backbone width whose parameter count
-is nearest IB's seed-0 count in the committed records (issue 30).
+"""The width multipliers of the rows "at IB's size": per table and IB row (`ib`, `ib_rate`), the backbone
+width whose parameter count is nearest that row's seed-0 count in the committed records (issue 30).
 
     python scripts/ib_size.py [--results results]
 
-Reads `<results>/runs/*_ib_seed0_*.json` (read-only) and prints, per (dataset, scenario, memory), IB's
-final parameter count, the multiplier (two decimals) and the widened backbone's count with its
+Reads `<results>/runs/*_ib_seed0_*.json` and `*_ib_rate_seed0_*.json` (read-only) and prints, per
+(dataset, scenario, memory) and IB row, its final parameter count, the multiplier (two decimals) and the widened backbone's count with its
 ratio to IB's. The protocols' `[strategies.<name>_at_ib_size] width` values come from here.
 """
 from __future__ import annotations
@@ -47,8 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results")
     args = parser.parse_args()
-    print(f"{'table':32} {'IB params':>11} {'width':>6} {'params':>11} {'ratio':>6}")
-    for path in sorted(Path(args.results, "runs").glob("*_ib_seed0_*.json")):
+    print(f"{'table':32} {'row':8} {'IB params':>11} {'width':>6} {'params':>11} {'ratio':>6}")
+    runs = Path(args.results, "runs")
+    for path in sorted([*runs.glob("*_ib_seed0_*.json"), *runs.glob("*_ib_rate_seed0_*.json")]):
         record = json.loads(path.read_text())
         cfg = record["config"]
         if record.get("status") != "ok" or cfg.get("holdout"):
@@ -57,7 +58,7 @@ def main() -> None:
         width = width_for(cfg["dataset"], cfg["backbone"], target)
         count = param_count(cfg["dataset"], cfg["backbone"], width)
         table = f"{cfg['dataset']} {cfg['scenario']} memory {cfg['memory']}"
-        print(f"{table:32} {target:>11,} {width:>6.2f} {count:>11,} {count / target:>6.3f}")
+        print(f"{table:32} {cfg['strategy']:8} {target:>11,} {width:>6.2f} {count:>11,} {count / target:>6.3f}")
 
 
 if __name__ == "__main__":

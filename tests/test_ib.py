@@ -12,7 +12,8 @@ from bench.scenarios import Split
 from bench.strategy import StrategyContext
 from strategies import ib
 from strategies.ib.network import IBNet
-from strategies.ib.plugin import IBPlugin, class_features
+from strategies._ncm import hidden_features
+from strategies.ib.plugin import IBPlugin
 
 MLP = BackboneSpec("tiny-mlp", (1, 8, 8), (Layer("linear", 16), Layer("linear", 16)))
 CONV = BackboneSpec("tiny-conv", (1, 8, 8), (Layer("conv", 6, pool=True), Layer("linear", 16)))
@@ -293,7 +294,7 @@ def test_full_layer_grows_and_keeps_old_tasks():
     strategy.plugins.append(check)
     strategy.train(bench.train_stream[1])
     # grown when task 2 arrived, before the optimizer was made: it trained the new channels
-    assert plugin.task_report()["grown"] == [5, 5]
+    assert plugin.task_report()["grown"] == [5, 5] and plugin.task_report()["grew_share"] == 1.0
     assert model.features.widths == [21, 21] and model.heads["0"].in_features == 21
     assert check.seen and all(check.seen)
     assert check.grown_w[0].shape[0] == 21
@@ -338,7 +339,7 @@ def test_class_il_predicts_nearest_class_mean():
     xm, ym, _ = spy.read[-1]
     assert sorted(ym.tolist()) == sorted([0, 1, 2, 3] * 5)
     xa, ya = torch.cat([x, xm]), torch.cat([y, ym])
-    fa = class_features(model, xa, 256)
+    fa = hidden_features(model.features, xa, 256)
     means = torch.stack([fa[ya == c].mean(0) for c in range(4)])
     torch.testing.assert_close(torch.stack([plugin.class_means[c] for c in range(4)]), means)
 
@@ -368,7 +369,7 @@ def test_class_il_kept_means_compared_on_their_channels():
     strategy.train(bench.train_stream[0])
     model = strategy.model
     x, y, _ = materialize(bench.train_stream[0].dataset.eval())
-    f = class_features(model, x, 256)
+    f = hidden_features(model.features, x, 256)
     first = {c: f[y == c].mean(0) for c in (0, 1)}
     mask0 = model.features.layers[-1].frozen.clone()
     for c in (0, 1):
@@ -502,7 +503,7 @@ def test_plugin_with_plain_naive():
     assert torch.equal(after[0][:, : len(cols)][:, cols], before[0][:, cols])
     torch.testing.assert_close(after[1], before[1], rtol=1e-6, atol=1e-6)  # exact unless a layer grew
     assert len(plugin.reports) == 2 and set(plugin.task_report()) == {
-        "active", "widths", "grown", "capped", "params", "sparsity", "gamma", "train_s"}
+        "active", "widths", "grown", "grew_share", "capped", "params", "sparsity", "gamma", "train_s"}
     assert plugin.task_report()["gamma"] == 0.02  # no rate: the one global gamma
 
 
@@ -633,3 +634,45 @@ def test_gate_noise_keeps_the_maps_shape_and_layout():
         # independent across channels and positions (a map made of repeated draws is not)
         flat = eps.permute(1, 0, *range(2, eps.dim())).reshape(eps.shape[1], -1)
         assert float(torch.corrcoef(flat).fill_diagonal_(0).abs().max()) < 0.1
+
+
+def test_ib_grows_a_layer_only_when_none_of_its_channels_is_free():
+    """The reference's rule (global gamma, no rate): a layer with a free channel left does not grow."""
+    bench = benchmark(task_il=True)
+    strategy, plugin, _ = strategy_for(MLP, True, {**SPARSE, "grow": 5})
+    strategy.train(bench.train_stream[0])
+    report = plugin.task_report()
+    assert all(a < w for a, w in zip(report["active"], report["widths"]))  # free channels in every layer
+    strategy.train(bench.train_stream[1])
+    assert plugin.task_report()["grown"] == [0, 0] and plugin.task_report()["grew_share"] == 0.0
+    assert strategy.model.features.widths == [16, 16]
+
+
+def test_scaled_kept_means_measure_each_channel_in_units_of_its_spread():
+    """ncm_scale: a channel on which a class's task hardly varied no longer looks close to everything."""
+    plugin = IBPlugin(ncm_means="kept", ncm_scale=False)
+    plugin.class_means = {0: torch.tensor([0.0, 0.0]), 1: torch.tensor([0.0, 1.0])}
+    plugin.class_masks = {0: torch.tensor([True, False]), 1: torch.tensor([False, True])}
+    plugin.class_spreads = {0: torch.tensor([0.01, 1.0]), 1: torch.tensor([1.0, 10.0])}
+    sample = torch.tensor([[0.5, 2.0]])  # 50 spreads from class 0's mean, 0.1 from class 1's
+    assert int(plugin.ncm_scores(sample).argmax()) == 0  # unscaled: 0.25 against 1.0
+    plugin.ncm_scale = True
+    assert int(plugin.ncm_scores(sample).argmax()) == 1
+
+
+def test_pooled_spread_averages_the_classes_variances_on_the_compared_channels():
+    from strategies._ncm import pooled_spread
+
+    feats = torch.tensor([[0.0, 5.0, 1.0], [2.0, 5.0, 1.0], [10.0, 5.0, 1.0], [14.0, 5.0, 1.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    spread = pooled_spread(feats, y, torch.tensor([True, True, False]))
+    # channel 0: variances 1 and 4 -> sqrt(2.5); channel 1 never varies: floored at 1% of the mean
+    # spread on the compared channels; channel 2 is not compared: 1
+    assert spread[0].item() == pytest.approx(2.5 ** 0.5)
+    assert spread[1].item() == pytest.approx(0.01 * (2.5 ** 0.5) / 2)
+    assert spread[2].item() == 1.0
+
+
+def test_ncm_scale_needs_kept_means():
+    assert "ncm_scale needs" in ib.conflict({"ncm_scale": True, "ncm_means": "exemplars"})
+    assert ib.conflict({"ncm_scale": True, "ncm_means": "kept"}) is None

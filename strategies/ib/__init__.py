@@ -1,4 +1,4 @@
-"""IB sparse networks: Gaussian information-bottleneck gates pick few channels per task, which are then frozen.
+"""IB sparse networks, the reference's recipe: gates under one global gamma pick few channels per task, then frozen.
 
 The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
 
@@ -7,26 +7,24 @@ The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
   maps) while training; at test time the gate is the deterministic ``mu_c`` for
   channels with ``(mu_c / sigma_c)^2 >= threshold`` and 0 for the others.
   sigma is stored as ``log_sigma`` so it stays positive.
-* **Sparsity.** Loss = cross-entropy + sum_{l,c} gamma_c * log(1 + (mu/sigma)^2).
-  Two modes, chosen by ``rate`` alone. ``rate = "none"`` (the default; TOML has no null, so
-  a protocol, ``--set strategies.ib.rate=none`` and a tuning grid all spell it so): gamma is
-  one global value (``gamma``), the reference's II (a) recipe, and the sparsity follows from
-  it. A number (the protocols set one): each task may newly activate
-  ``round(rate * initial width)`` (at least 1) channels per layer, and a per-channel gamma
-  adapted during the task drives each layer toward that count (III (a); the rules and the
-  constants, with where and why they depart from the reference's, are in
-  ``strategies/ib/gamma.py``: the reference's 1e-10 start, x1.1 every 10 steps, would not
-  reach a sparsifying gamma within a task). It is a target, not a guarantee: in the
-  committed records every Split-MNIST and Omniglot task reaches it (at most 2 channels short of 200),
-  but on Split-CIFAR-10 (3 epochs per task) 86 of the 180 (task, layer) pairs end short of it,
-  down to 64% of it, with nothing capped. ``cap`` only ever removes: after a task it switches
-  off the new channels beyond the rate, lowest |mu/sigma| first (the task report counts
-  them). When a task is too short for gamma to converge, that is costly: the task's features
-  were trained with every channel it left on, and the cap cuts them after training, with no
-  step to adapt. At 2 epochs on the first Omniglot alphabet (9 steps per epoch; the protocol's
-  settings, rate 0.2, seed 0; measured once by a script outside the suite) gamma had only
-  climbed to ~0.0067 and all 416 channels were active; the cap switched off 333 of them and
-  the alphabet scored 5%, against 15% with ``cap = false`` and 23% at the protocol's 10 epochs
+* **Sparsity.** Loss = cross-entropy + sum_{l,c} gamma_c * log(1 + (mu/sigma)^2). In `ib`, the
+  reference's continual recipe (II (a)), gamma is one global value (``gamma``) and how many
+  channels a task activates is the threshold's call. `ib_rate` (strategies/ib_rate.py, our
+  extension) instead lets each task newly activate ``round(rate * initial width)`` (at least 1)
+  channels per layer, and a per-channel gamma adapted during the task drives each layer toward
+  that count (the reference's compression experiment, III (a); the rules and the constants, with
+  where and why they depart from the reference's, are in ``strategies/ib/gamma.py``: the
+  reference's 1e-10 start, x1.1 every 10 steps, would not reach a sparsifying gamma within a
+  task). The rate is a target, not a guarantee: in the first grid's records every Split-MNIST and
+  Omniglot task reaches it (at most 2 channels short of 200), but on Split-CIFAR-10 (3 epochs per
+  task) 86 of the 180 (task, layer) pairs end short of it, down to 64% of it, with nothing capped.
+  ``cap`` only ever removes: after a task it switches off the new channels beyond the rate, lowest
+  |mu/sigma| first (the task report counts them). When a task is too short for gamma to converge,
+  that is costly: the task's features were trained with every channel it left on, and the cap
+  cuts them after training, with no step to adapt. At 2 epochs on the first Omniglot alphabet (9
+  steps per epoch; rate 0.2, seed 0; measured once by a script outside the suite) gamma had only
+  climbed to ~0.0067 and all 416 channels were active; the cap switched off 333 of them and the
+  alphabet scored 5%, against 15% with ``cap = false`` and 23% at the protocol's 10 epochs
   (nothing capped there). Give such a task the epochs to converge or turn ``cap`` off.
 * **Freezing.** After a task, the channels with ratio^2 >= threshold are active
   for good: their incoming weights from active channels, their bias and gate
@@ -34,13 +32,14 @@ The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
   weight decay and Adam cannot move them), their weights from inactive channels
   are set to 0 and kept 0. Inactive channels are re-initialised (weights, bias,
   gate) at the start of the next task and trained on it.
-* **Growth.** When a task arrives (not after the last one). Without a rate, the reference's
-  rule (II (b)): a layer grows only when every one of its channels is active (its "capacity
-  upper bound"), by ``grow`` new channels (default 1/8 of its initial width). With a rate, a
-  departure from it: a layer grows when fewer channels are free than the task may take, by
-  what it needs (or ``grow`` when larger), so the parameter count follows the rate. Either
-  way the next layer (or the heads) gets matching zero input weights, and new tensors are
-  made on the model's device.
+* **Growth.** When a task arrives (not after the last one). In `ib`, the reference's rule (II (b)):
+  a layer grows only when every one of its channels is active (its "capacity upper bound"), by
+  ``grow`` new channels (default 1/8 of its initial width). In `ib_rate`, a departure from it: a
+  layer grows when fewer channels are free than the task may take, by what it needs (or ``grow``
+  when larger), so the parameter count follows the rate. Either way the next layer (or the heads)
+  gets matching zero input weights, and new tensors are made on the model's device. Each task's
+  report has ``grew_share``, the share of (task, layer) pairs after the first task so far in which
+  a layer grew (the reference: about 25% on Omniglot).
 * **Heads.** Task-IL: one head per task reading only the channels active for its
   task (weights from later channels are 0); old heads are frozen. Class-IL: one
   trainable output layer used only for the training loss, re-initialised at the start of
@@ -57,7 +56,12 @@ The method (reference sections II (a), II (b), I (c.1), I (c.2), III (a)):
   updated after the task) or kept from when each class was learned and compared on the
   channels active then only (``ncm_means = "kept"``, the reference's reading: needs no
   memory; squared distance divided by the number of channels compared, so that classes
-  learned on fewer channels are not favoured). Held-out comparison: see README. What limits
+  learned on fewer channels are not favoured). With ``ncm_scale`` each channel's difference
+  is divided by its spread within the classes of the task that learned the mean (pooled over
+  them, ``strategies/_ncm.py``): on Split-CIFAR-10 the first task's channels barely respond to
+  later images (variance 0.017 against 0.35), so unscaled they sent 78% of task 2's test images
+  to one task-1 class; the memory-free tables' tuning chooses scaled or unscaled on held-out
+  data. The exemplar means are ``strategies/_ncm.py``'s rule, which `replay_ncm` shares. What limits
   nearest-mean accuracy with a memory is the feature space, not the means' estimate: on
   held-out Split-MNIST (seed 0) means from all the training data would score the same as
   those from the memory (89.6 / 89.5%), >90% of the errors put a sample into another task's
@@ -136,9 +140,9 @@ class Unsettable(Setting):
         return super().check(where, None if value == NONE else value)
 
 
-# The protocol's [strategies.ib] section may set any of these.
-SETTINGS: dict[str, Setting] = {
-    "gamma": Setting(1e-4, low=0.0, help="global sparsity weight (used when rate is \"none\")"),
+# Settings of both IB rows: `ib` (this package, the reference's continual recipe) and `ib_rate`
+# (strategies/ib_rate.py, a preset per-task rate: our extension).
+COMMON: dict[str, Setting] = {
     "threshold": Setting(1.0, low=0.0, low_open=True, help="active when (mu/sigma)^2 >= threshold"),
     "mu_init": Setting(1.0, low=0.0, low_open=True),
     # the reference resets sigma to 0.01 (mu/sigma = 100): with a few hundred steps per task the
@@ -147,12 +151,29 @@ SETTINGS: dict[str, Setting] = {
     "gate_lr": Unsettable(0.01, kind=float, low=0.0, low_open=True, optional=True,
                        help="learning rate of mu and log_sigma; none: the optimizer's"),
     "grow": Unsettable(None, kind=int, low=1, optional=True,
-                    help="without a rate: channels added to a full layer (none: 1/8 of its initial width); "
-                         "with one: the least a layer grows by when it must"),
-    "rate": Unsettable(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
+                    help="ib: channels added to a layer with no free channel (none: 1/8 of its initial width); "
+                         "ib_rate: the least a layer grows by when it must"),
+    "frozen_noise": Setting(False),
+    "ncm": Unsettable(None, kind=bool, optional=True, help="nearest-class-mean prediction; none: in Class-IL only"),
+    "ncm_means": Setting("exemplars", choices=("exemplars", "kept"),
+                         help="Class-IL class means: recomputed from the task's data and the memory after "
+                              "each task, or kept from when each class was learned and compared on the "
+                              "channels active then"),
+    "ncm_scale": Setting(False, help="kept means: divide each channel's difference by its spread within the "
+                                     "classes of the task that learned the mean"),
+    "head_reset": Setting(True, help="Class-IL: re-initialise the output layer at the start of every task "
+                                     "after the first (the reference's single-head design)"),
+    "ncm_normalize": Setting(False, help="NCM on L2-normalised features (iCaRL's choice; not in the reference)"),
+}
+# `ib`: one global sparsity weight; how many channels a task activates is the threshold's call.
+GLOBAL: dict[str, Setting] = {
+    "gamma": Setting(1e-4, low=0.0, help="the global sparsity weight"),
+}
+# `ib_rate`: the adaptive per-channel gamma of the reference's compression experiment, per task.
+RATE: dict[str, Setting] = {
+    "rate": Setting(0.2, low=0.0, low_open=True, high=1.0,
                     help="channels a task may newly activate per layer, as a fraction of the layer's "
-                         "initial width (rounded, at least 1), the target of the adaptive per-channel gamma; "
-                         "\"none\": no rate, the global gamma"),
+                         "initial width (rounded, at least 1), the target of the adaptive per-channel gamma"),
     "gamma_start": Setting(GAMMA["start"], low=0.0, low_open=True, help="adaptive gamma's value at a task's start"),
     "gamma_up": Setting(GAMMA["up"], low=1.0, help="factor on channels that should go but are there"),
     "gamma_down": Setting(GAMMA["down"], low=0.0, low_open=True, high=1.0,
@@ -160,18 +181,17 @@ SETTINGS: dict[str, Setting] = {
     "gamma_min": Setting(GAMMA["floor"], low=0.0, help="adaptive gamma's floor (and a revived channel's value)"),
     "gamma_max": Setting(GAMMA["ceiling"], low=0.0, low_open=True, help="adaptive gamma's ceiling"),
     "adapt_every": Setting(GAMMA["every"], low=1, help="optimizer steps between adaptations"),
-    "cap": Setting(True, help="with a rate: after a task, switch off the new channels beyond it (lowest "
+    "cap": Setting(True, help="after a task, switch off the new channels beyond the rate (lowest "
                               "mu/sigma first; counted as capped in the task report; costly when the "
                               "task was too short for gamma to converge)"),
-    "frozen_noise": Setting(False),
-    "ncm": Unsettable(None, kind=bool, optional=True, help="nearest-class-mean prediction; none: in Class-IL only"),
-    "ncm_means": Setting("exemplars", choices=("exemplars", "kept"),
-                         help="Class-IL class means: recomputed from the task's data and the memory after "
-                              "each task, or kept from when each class was learned and compared on the "
-                              "channels active then"),
-    "head_reset": Setting(True, help="Class-IL: re-initialise the output layer at the start of every task "
-                                     "after the first (the reference's single-head design)"),
-    "ncm_normalize": Setting(False, help="NCM on L2-normalised features (iCaRL's choice; not in the reference)"),
+}
+# The protocol's [strategies.ib] section may set any of these.
+SETTINGS: dict[str, Setting] = {**GLOBAL, **COMMON}
+# What `build_parts` reads: either row's settings; without a rate, the global gamma.
+BUILD_SETTINGS: dict[str, Setting] = {
+    **SETTINGS, **RATE,
+    "rate": Unsettable(None, kind=float, low=0.0, low_open=True, high=1.0, optional=True,
+                       help=RATE["rate"].help + "; \"none\": the global gamma"),
 }
 DEFAULTS: dict[str, Any] = {k: s.default for k, s in SETTINGS.items()}
 
@@ -185,8 +205,9 @@ def unsupported(dataset: str, scenario: str, memory: int, backbone: str | None) 
 
 
 def settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The declared defaults overlaid with `params`, checked (raises bench.settings.SettingError)."""
-    return resolve_settings("ib", SETTINGS, params)
+    """Either row's defaults overlaid with `params`, checked (raises bench.settings.SettingError);
+    `ib_rate`'s when `params` sets a rate."""
+    return resolve_settings("ib", BUILD_SETTINGS, params)
 
 
 def conflict(params: dict[str, Any]) -> str | None:
@@ -195,11 +216,14 @@ def conflict(params: dict[str, Any]) -> str | None:
         # a kept mean lives on the channels active when its class was learned; a normalised whole
         # feature vector would weigh it against channels it never saw
         return "ib: ncm_normalize needs ncm_means = \"exemplars\" (kept means are compared on their own channels)"
+    if params.get("ncm_scale") and params.get("ncm_means") != "kept":
+        return "ib: ncm_scale needs ncm_means = \"kept\" (it scales the kept means' channels)"
     return None
 
 
 def build_parts(spec: BackboneSpec, multi_head: bool, params: dict[str, Any]):
-    """(model, plugin) for a spec: what `build` assembles, for tests too."""
+    """(model, plugin) for a spec: what `build` assembles for either row, for tests too (a `rate`
+    in `params` makes it `ib_rate`'s)."""
     from strategies.ib.network import IBNet
     from strategies.ib.plugin import IBPlugin
 
@@ -210,7 +234,7 @@ def build_parts(spec: BackboneSpec, multi_head: bool, params: dict[str, Any]):
                 "floor": s["gamma_min"], "ceiling": s["gamma_max"], "every": s["adapt_every"]}
     plugin = IBPlugin(gamma=s["gamma"], grow=s["grow"], rate=s["rate"], adaptive=adaptive, cap=s["cap"],
                       ncm=s["ncm"], ncm_means=s["ncm_means"], gate_lr=s["gate_lr"],
-                      ncm_normalize=s["ncm_normalize"], head_reset=s["head_reset"])
+                      ncm_normalize=s["ncm_normalize"], ncm_scale=s["ncm_scale"], head_reset=s["head_reset"])
     return model, plugin
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from bench.models import make_layer
 from bench.strategy import materialize
+from strategies import _ncm
 from strategies.ib.gamma import AdaptiveGamma
 from strategies.ib.network import IBFeatures, IBNet
 
@@ -27,13 +28,13 @@ class IBPlugin(SupervisedPlugin):
     def __init__(self, gamma: float = 1e-4, grow: Optional[int] = None, gate_lr: Optional[float] = None,
                  rate: Optional[float] = None, adaptive: Optional[dict[str, float]] = None, cap: bool = True,
                  ncm: Optional[bool] = None, ncm_means: str = "exemplars", memory: Any = None,
-                 ncm_normalize: bool = False, head_reset: bool = True):
+                 ncm_normalize: bool = False, ncm_scale: bool = False, head_reset: bool = True):
         super().__init__()
         self.gamma, self.grow_k, self.rate, self.cap = gamma, grow, rate, cap
         self.adaptive = dict(adaptive or {})  # AdaptiveGamma's keyword arguments (start, up, ...)
         self.ncm, self.ncm_means, self.memory = ncm, ncm_means, memory
         self.gate_lr = gate_lr
-        self.ncm_normalize = ncm_normalize
+        self.ncm_normalize, self.ncm_scale = ncm_normalize, ncm_scale
         self.head_reset = head_reset
         self.tasks_done = 0
         self.adaptive_gamma: Optional[AdaptiveGamma] = None  # with a rate, one per task
@@ -42,6 +43,8 @@ class IBPlugin(SupervisedPlugin):
         self.class_means: dict[int, torch.Tensor] = {}
         # ncm_means == "kept": the last layer's channels (feature mask) each class's mean was taken on
         self.class_masks: dict[int, torch.Tensor] = {}
+        # ncm_means == "kept": each channel's spread within the classes of the task that learned the mean
+        self.class_spreads: dict[int, torch.Tensor] = {}
         self.reports: list[dict[str, Any]] = []
         self.initial_widths: Optional[list[int]] = None
         self._started = 0.0
@@ -126,10 +129,15 @@ class IBPlugin(SupervisedPlugin):
                     model.frozen_heads[str(t)] = self.tasks_done
             sparsity = float(sum(g.information().sum() for g in feats.layers))
         self.tasks_done += 1
+        # growth is decided as each task after the first arrives: the share of those (task, layer)
+        # pairs in which a layer grew so far (the reference: "only ... in 25% of cases" on Omniglot)
+        later = [r["grown"] for r in self.reports[1:]] + ([self._grown] if self.reports else [])
+        chances = [k for grown in later for k in grown]
         self.reports.append({
             "active": [int(a.sum()) for a in active],
             "widths": [int(a.numel()) for a in active],
             "grown": self._grown,
+            "grew_share": round(sum(k > 0 for k in chances) / len(chances), 4) if chances else None,
             "capped": capped,
             "params": sum(p.numel() for p in model.parameters()),
             "sparsity": round(sparsity, 4),
@@ -296,52 +304,52 @@ class IBPlugin(SupervisedPlugin):
     def _update_class_means(self, strategy) -> None:
         """Class means of the last hidden layer's features, after a task.
 
-        "exemplars": every class with data or exemplars at hand, recomputed on all channels.
-        "kept" (the reference's reading): the new classes' means from the task's data, each kept
-        with the channels active after its task and compared on those only from then on."""
+        "exemplars": every class with data or exemplars at hand, recomputed on all channels
+        (strategies/_ncm.py, the rule replay_ncm shares). "kept" (the reference's reading): the new
+        classes' means from the task's data, each kept with the channels active after its task and
+        compared on those only from then on, and with the channels' spread within the task's
+        classes for `ncm_scale`."""
         model = strategy.model
         x, y, _ = materialize(strategy.experience.dataset.eval())[:3]
         stored = self._exemplars(strategy) if self.ncm_means == "exemplars" else None
         if stored is not None:
             x, y = torch.cat([x, stored[0]]), torch.cat([y, stored[1]])
-        feats = self._ncm_space(class_features(model, x, strategy.eval_mb_size, strategy.device))
+        feats = _ncm.hidden_features(model.features, x, strategy.eval_mb_size, strategy.device)
+        y = y.to(feats.device)
         width = feats.shape[1]
-        for c, mean in list(self.class_means.items()):  # channels added since: 0, not compared
-            if mean.numel() < width:
-                self.class_means[c] = torch.cat([mean, mean.new_zeros(width - mean.numel())])
-                if c in self.class_masks:
-                    mask = self.class_masks[c]
-                    self.class_masks[c] = torch.cat([mask, mask.new_zeros(width - mask.numel())])
-        features = model.features
-        active = features.input_mask(len(features.layers), features.layers[-1].frozen)
-        for c in y.unique().tolist():
-            self.class_means[int(c)] = self._ncm_space(feats[y == c].mean(0)[None])[0]
-            if self.ncm_means == "kept":
-                self.class_masks[int(c)] = active.to(feats.device).clone()
-
-    def _ncm_space(self, features: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(features, dim=1) if self.ncm_normalize else features
+        for kept, fill in ((self.class_means, 0), (self.class_masks, 0), (self.class_spreads, 1)):
+            for c, v in list(kept.items()):  # channels added since: not compared (mask 0)
+                if v.numel() < width:
+                    kept[c] = torch.cat([v, v.new_full((width - v.numel(),), fill)])
+        self.class_means.update(_ncm.class_means(feats, y, self.ncm_normalize))
+        if self.ncm_means == "kept":
+            features = model.features
+            active = features.input_mask(len(features.layers), features.layers[-1].frozen).to(feats.device)
+            spread = _ncm.pooled_spread(feats, y, active)
+            for c in y.unique().tolist():
+                self.class_masks[int(c)] = active.clone()
+                self.class_spreads[int(c)] = spread
 
     def ncm_scores(self, features: torch.Tensor) -> torch.Tensor:
         """Negative distances to the class means; classes without a mean score below all others.
 
         With kept means, the distance is the mean squared difference over the channels the class's
-        mean was taken on, so classes learned on fewer channels are not favoured."""
-        n = max(self.class_means) + 1
-        means = torch.zeros(n, features.shape[1], device=features.device)
-        known = torch.zeros(n, dtype=torch.bool, device=features.device)
+        mean was taken on, so classes learned on fewer channels are not favoured; with `ncm_scale`
+        each channel's difference is first divided by its spread (a diagonal Mahalanobis distance:
+        a channel on which the class's own samples vary little no longer looks close to everything)."""
+        if self.ncm_means != "kept":
+            return _ncm.scores(features, self.class_means, self.ncm_normalize)
+        n, device = max(self.class_means) + 1, features.device
+        means = torch.zeros(n, features.shape[1], device=device)
+        masks, spreads = torch.zeros_like(means), torch.ones_like(means)
+        known = torch.zeros(n, dtype=torch.bool, device=device)
         for c, m in self.class_means.items():
-            means[c], known[c] = m.to(features.device), True
-        features = self._ncm_space(features)
-        if self.ncm_means == "kept":
-            masks = torch.zeros_like(means)
-            for c, m in self.class_masks.items():
-                masks[c] = m.to(features.device).float()
-            # sum over masked channels of (f - m)^2, without a [batch, classes, channels] tensor
-            dist2 = (features ** 2) @ masks.T - 2 * features @ (masks * means).T + (masks * means ** 2).sum(1)
-            scores = -dist2 / masks.sum(1).clamp(min=1)
-        else:
-            scores = -torch.cdist(features, means)
+            means[c], known[c] = m.to(device), True
+            masks[c], spreads[c] = self.class_masks[c].to(device).float(), self.class_spreads[c].to(device)
+        weights = masks / spreads ** 2 if self.ncm_scale else masks
+        # sum over compared channels of w (f - m)^2, without a [batch, classes, channels] tensor
+        dist2 = (features ** 2) @ weights.T - 2 * features @ (weights * means).T + (weights * means ** 2).sum(1)
+        scores = -dist2 / masks.sum(1).clamp(min=1)
         return torch.where(known, scores, scores.min() - 1.0)
 
     def after_eval_forward(self, strategy, **kwargs):
@@ -361,15 +369,3 @@ def _zero_block(weight: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) ->
     """weight[rows][:, cols] = 0 for linear ([out, in]) and conv ([out, in, k, k]) weights."""
     block = rows.view(-1, 1) & cols.view(1, -1)
     weight[block] = 0.0
-
-
-def class_features(model: nn.Module, x: torch.Tensor, batch_size: int, device: Any = "cpu") -> torch.Tensor:
-    """Deterministic last-hidden-layer features of `x` (eval mode), in batches."""
-    was_training = model.training
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            out.append(model.features(x[start:start + batch_size].to(device)))
-    model.train(was_training)
-    return torch.cat(out)
