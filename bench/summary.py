@@ -155,7 +155,6 @@ def marks(row: pd.Series) -> str:
         + (UNTUNED_MARK if row.get("n_untuned", 0) else "")
 
 
-@functools.lru_cache(maxsize=None)
 def on_defaults(dataset: str, scenario: str, strategy: str, memory: Any) -> bool:
     """Whether a row ran on the strategy's declared defaults: it declares settings, and its protocol file
     has no section for it at that budget (bench.config.has_section), so nothing was chosen for it there."""
@@ -165,11 +164,21 @@ def on_defaults(dataset: str, scenario: str, strategy: str, memory: Any) -> bool
     info = registry.strategies().get(strategy)
     if info is None or not info.settings or not is_number(memory):
         return False
+    path = cfg.protocol_path(dataset, scenario)
     try:
-        protocol = cfg.load_protocol(dataset, scenario)
+        protocol = _protocol(dataset, scenario, path, path.stat().st_mtime_ns)
     except (cfg.ConfigError, OSError, ValueError):
         return False
     return not cfg.has_section({**protocol, "memory": memory}, strategy)
+
+
+@functools.lru_cache(maxsize=32)
+def _protocol(dataset: str, scenario: str, path: Path, stamp: int) -> dict[str, Any]:
+    """A protocol as read once per version of its file (the path and modification time are the key:
+    a table made after `bench tune` rewrote a protocol, or from another copy, reads the new one)."""
+    from bench import config as cfg
+
+    return cfg.load_protocol(dataset, scenario)
 
 
 def _as_int_if_integral(column: pd.Series) -> pd.Series:

@@ -98,7 +98,7 @@ def test_a_section_of_a_strategy_not_run_says_whose_it_is(root, tmp_path):
     assert "it declares lambda, mode, decay_factor" in text
 
 
-def test_untuned_defaults_are_said_in_the_run_and_marked_in_the_table(root, tmp_path, capsys, monkeypatch, request):
+def test_untuned_defaults_are_said_in_the_run_and_marked_in_the_table(root, tmp_path, capsys, monkeypatch):
     import shutil
 
     import tomlkit
@@ -115,11 +115,6 @@ def test_untuned_defaults_are_said_in_the_run_and_marked_in_the_table(root, tmp_
     del document["strategies"]["si"]
     protocol.write_text(tomlkit.dumps(document))
     monkeypatch.setattr(cfg, "PROTOCOL_DIR", folder)
-    # summary.on_defaults caches what it read from the protocols: not this copy's answers for other tests
-    from bench.summary import on_defaults
-
-    on_defaults.cache_clear()
-    request.addfinalizer(on_defaults.cache_clear)
     lines = untuned(plan_args(root, tmp_path), ["naive", "ewc", "si"])
     assert len(lines) == 1 and "si runs mnist class-il on its declared defaults (si_lambda=1.0)" in lines[0]
     records = []
@@ -140,6 +135,27 @@ def _record(strategy: str, code: str | None = None, **config) -> dict:
             "acc_matrix": [[1.0, None], [0.8, 0.9]],
             "metrics": {"final_acc": 0.85, "avg_inc_acc": 0.9, "forgetting": 0.2, "bwt": -0.2},
             "time_s": 1.0, "device": "cpu", "code": code or report.current_code(strategy)}
+
+
+def test_the_untuned_mark_reads_a_protocol_again_once_it_is_rewritten(tmp_path, monkeypatch):
+    import os
+
+    import tomlkit
+
+    from bench import config as cfg
+    from bench.summary import on_defaults
+
+    folder = tmp_path / "protocols"
+    shutil.copytree(cfg.PROTOCOL_DIR, folder)
+    monkeypatch.setattr(cfg, "PROTOCOL_DIR", folder)
+    protocol = folder / "mnist-class-il.toml"
+    assert not on_defaults("mnist", "class-il", "si", 200)  # the committed protocol tunes si
+    document = tomlkit.parse(protocol.read_text())
+    del document["strategies"]["si"]
+    protocol.write_text(tomlkit.dumps(document))
+    stat = protocol.stat()
+    os.utime(protocol, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a later version of the file
+    assert on_defaults("mnist", "class-il", "si", 200)
 
 
 def test_prune_lists_unplanned_and_old_code_records_and_deletes_only_with_yes(root, tmp_path, capsys):

@@ -384,13 +384,19 @@ def test_class_il_kept_means_compared_on_their_channels():
         assert torch.equal(plugin.class_masks[c][: len(mask0)], mask0)
         assert not bool(plugin.class_masks[c][len(mask0):].any())
     assert torch.equal(plugin.class_masks[2], mask1)
-    # scores: mean squared distance over each class's channels
+    # scores: mean squared distance over each class's channels, each in units of its spread (the
+    # default ncm_scale), or plain
     feats = torch.randn(5, width)
-    scores = plugin.ncm_scores(feats)
+    scaled = plugin.ncm_scores(feats)
+    plugin.ncm_scale = False
+    plain = plugin.ncm_scores(feats)
+    plugin.ncm_scale = True
     for c in range(4):
-        m = plugin.class_masks[c]
-        expected = -((feats[:, m] - plugin.class_means[c][m]) ** 2).mean(1)
-        torch.testing.assert_close(scores[:, c], expected)
+        m, spread = plugin.class_masks[c], plugin.class_spreads[c]
+        diff = feats[:, m] - plugin.class_means[c][m]
+        torch.testing.assert_close(scaled[:, c], -((diff / spread[m]) ** 2).mean(1))
+        torch.testing.assert_close(plain[:, c], -(diff ** 2).mean(1))
+    assert torch.equal(plugin.class_spreads[0], plugin.class_spreads[1])  # one spread per task
     strategy.eval(bench.test_stream)
     assert min(accuracy.accuracy.values()) > 0.6
 
@@ -671,8 +677,3 @@ def test_pooled_spread_averages_the_classes_variances_on_the_compared_channels()
     assert spread[0].item() == pytest.approx(2.5 ** 0.5)
     assert spread[1].item() == pytest.approx(0.01 * (2.5 ** 0.5) / 2)
     assert spread[2].item() == 1.0
-
-
-def test_ncm_scale_needs_kept_means():
-    assert "ncm_scale needs" in ib.conflict({"ncm_scale": True, "ncm_means": "exemplars"})
-    assert ib.conflict({"ncm_scale": True, "ncm_means": "kept"}) is None

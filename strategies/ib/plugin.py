@@ -28,7 +28,7 @@ class IBPlugin(SupervisedPlugin):
     def __init__(self, gamma: float = 1e-4, grow: Optional[int] = None, gate_lr: Optional[float] = None,
                  rate: Optional[float] = None, adaptive: Optional[dict[str, float]] = None, cap: bool = True,
                  ncm: Optional[bool] = None, ncm_means: str = "exemplars", memory: Any = None,
-                 ncm_normalize: bool = False, ncm_scale: bool = False, head_reset: bool = True):
+                 ncm_normalize: bool = False, ncm_scale: bool = True, head_reset: bool = True):
         super().__init__()
         self.gamma, self.grow_k, self.rate, self.cap = gamma, grow, rate, cap
         self.adaptive = dict(adaptive or {})  # AdaptiveGamma's keyword arguments (start, up, ...)
