@@ -244,6 +244,33 @@ def test_er_ace_masks_the_incoming_batch_to_its_classes():
     assert plugin.exemplars_held() == 8
 
 
+def test_er_ace_loss_is_avalanches_ace_and_stays_finite_at_a_wide_logit_gap():
+    """Avalanche's ACECriterion takes log(softmax): once two current classes' logits are more than
+    ~104 apart the smaller probability is 0 and the loss NaN (Split-MNIST, 784-1000-1000 MLP, seed 0).
+    The plugin's loss is the same value where ACECriterion is finite, and finite beyond."""
+    from avalanche.training import ACECriterion
+
+    from strategies.er_ace import AsymmetricReplay, asymmetric_loss
+
+    torch.manual_seed(0)
+    out_in, y_in = torch.randn(6, 5) * 3, torch.tensor([3, 1, 3, 4, 1, 1])
+    out_buffer, y_buffer = torch.randn(6, 5) * 3, torch.tensor([0, 2, 4, 1, 0, 3])
+    assert torch.allclose(asymmetric_loss(out_in, y_in, out_buffer, y_buffer),
+                          ACECriterion()(out_in, y_in, out_buffer, y_buffer), atol=1e-5)
+
+    model, plugin = Linear(), AsymmetricReplay(size=8)
+    old = [torch.randn(8, 4), torch.tensor([0, 1] * 4), torch.zeros(8, dtype=torch.long)]
+    plugin.after_training_iteration(SimpleNamespace(mbatch=old, mb_raw_x=old[0]))
+    # classes 1 and 2 incoming, 120 apart: the class-1 sample is confidently wrong
+    out = torch.tensor([[0.0, -60.0, 60.0], [0.0, -60.0, 60.0]], requires_grad=True)
+    strategy = SimpleNamespace(model=model, device="cpu", mb_output=out, mb_y=torch.tensor([1, 2]),
+                               loss=torch.tensor(0.0))
+    plugin.before_backward(strategy)
+    strategy.loss.backward()
+    assert torch.isfinite(strategy.loss) and strategy.loss > 25  # half of the wrong sample's ~120 / 2
+    assert torch.isfinite(out.grad).all() and torch.isfinite(model.fc.weight.grad).all()
+
+
 def test_er_ace_buffer_holds_current_classes_and_at_most_the_budget(root):
     _, plugin, held = trained(root, "class-il", "er_ace", memory=20)
     assert all(h <= 20 for h in held) and held[-1] == 20
