@@ -4,7 +4,7 @@ Each control isolates one thing IB brings besides its method: `replay_ncm` its n
 classifier (plain replay predicting as IB does), the `*_at_ib_size` rows its size (rivals on the
 backbone widened to IB's final parameter count), `packnet` and `hat` its closest rivals (a subset of
 the weights or units per task, frozen afterwards). Where a table has both IB rows (`ib`, `ib_rate`),
-each line names the one it uses. Each line gives IB's mean final accuracy minus
+each gets its lines, named. Each line gives IB's mean final accuracy minus
 the control's with a 95% t interval, paired over the seeds both rows share (Welch's when they do not
 match), as the line on the best other method does (bench/significance.py). A row "at IB's size"
 counts only when its parameter count is within 10% of IB's in the table: `naive` stores no data, so
@@ -32,28 +32,25 @@ SIZE_TOLERANCE = 0.10  # a row is at IB's size when its parameters are within 10
 
 
 def control_lines(rows: pd.DataFrame, seeds: pd.DataFrame, records: Sequence[dict] = ()) -> list[str]:
-    """One sentence per control row of the table, in table order; none without an IB row.
+    """One sentence per IB row and control row of the table, in table order; none without an IB row.
 
-    Each control is set against IB's best row (`ib` or `ib_rate`), a row at IB's size against the
-    IB row it matches in size (the best such one)."""
+    Each IB row (`ib`, `ib_rate`) is set against every control, except that a row at IB's size
+    counts only against the IB rows it matches in size."""
     usable = rows[(rows["n_failed"] == 0) & rows["final_acc_mean"].notna()]
-    ib = usable[usable["strategy"].isin(IB_ROWS)].sort_values("final_acc_mean", ascending=False)
-    if ib.empty:
-        return []
+    ib_rows = usable[usable["strategy"].isin(IB_ROWS)]
     widths = _widths(records)
     lines = []
-    for _, row in usable[usable["strategy"].isin(list(CONTROLS))].iterrows():
-        size, against = "", ib.iloc[0]
-        if row["strategy"].endswith("_at_ib_size"):
-            ratios = row["params_mean"] / ib["params_mean"]
-            matched = ib[(ratios - 1).abs() <= SIZE_TOLERANCE]
-            if matched.empty:
-                continue
-            against = matched.iloc[0]
-            width = widths.get(tuple(row[KEY]))
-            size = (f", width x{width:g}" if width is not None else "") + \
-                f", {row['params_mean']:,.0f} parameters ({row['params_mean'] / against['params_mean']:.2f}x IB's)"
-        lines.append(_line(against, row, seeds, f"{CONTROLS[row['strategy']]}{size}", len(ib) > 1))
+    for _, ib in ib_rows.iterrows():
+        for _, row in usable[usable["strategy"].isin(list(CONTROLS))].iterrows():
+            size = ""
+            if row["strategy"].endswith("_at_ib_size"):
+                ratio = row["params_mean"] / ib["params_mean"]
+                if not abs(ratio - 1) <= SIZE_TOLERANCE:
+                    continue
+                width = widths.get(tuple(row[KEY]))
+                size = (f", width x{width:g}" if width is not None else "") + \
+                    f", {row['params_mean']:,.0f} parameters ({ratio:.2f}x IB's)"
+            lines.append(_line(ib, row, seeds, f"{CONTROLS[row['strategy']]}{size}", len(ib_rows) > 1))
     return lines
 
 
