@@ -67,4 +67,4 @@ def test_a_tuning_grid_holds_none_beside_numbers_and_writes_it_back(tmp_path, mo
     assert 'grow = "none"' in (folder / "mnist-task-il.toml").read_text()
     written = cfg.load_protocol("mnist", "task-il")
     config = cfg.resolve(written, "mnist", "task-il", "ib", 0, 0, schema=registry.get("ib").settings)
-    assert config["params"]["grow"] is None and config["tuned"] == ["grow"]
+    assert config["params"]["grow"] is None and "grow" in config["tuned"]
