@@ -278,6 +278,20 @@ def test_one_control_line_per_control_row_with_the_paired_interval():
     assert "width x2.5, 1,000 parameters (1.00x IB's)" in by_name["naive_at_ib_size"]
 
 
+def test_each_ib_row_gets_its_control_lines_and_a_size_row_only_the_ib_row_of_its_size():
+    records = [make_record("ib", s, a) for s, a in enumerate([0.88, 0.89, 0.87])]
+    records += [make_record("ib_rate", s, a) for s, a in enumerate([0.90, 0.91, 0.92])]
+    records += [make_record("replay_ncm", s, a) for s, a in enumerate([0.89, 0.89, 0.90])]
+    records += [make_record("replay_at_ib_size", s, a) for s, a in enumerate([0.75, 0.76, 0.74])]
+    for r in records:  # ib at the backbone's size, ib_rate and the widened replay at 4x it
+        r["params"] = 1000 if r["config"]["strategy"] in ("ib", "replay_ncm") else 4000
+    lines = control_lines(summary_frame(records), seed_frame(records), records)
+    heads = sorted(line.split(" (control")[0] for line in lines)
+    # named by their table labels (with a memory, "+ replay")
+    assert heads == ["IB (ib + replay) against replay_ncm", "IB (ib_rate + replay) against replay_at_ib_size",
+                     "IB (ib_rate + replay) against replay_ncm"]
+
+
 def test_a_row_not_at_ib_size_in_this_table_gets_no_control_line():
     records = [make_record("ib", s, 0.6) for s in range(2)] + [make_record("naive_at_ib_size", s, 0.2)
                                                                  for s in range(2)]

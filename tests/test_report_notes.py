@@ -161,20 +161,22 @@ def test_a_table_without_a_block_and_a_block_without_a_table_are_named(tmp_path:
 def test_ib_network_line_reports_growth_capping_and_cost_per_task() -> None:
     from bench.ib_network import ib_network_line
 
-    def task(widths, capped, seconds):
-        return {"active": widths, "widths": widths, "grown": [0, 0], "capped": capped, "params": 1,
+    def task(widths, capped, seconds, grown=(0, 0)):
+        return {"active": widths, "widths": widths, "grown": list(grown), "capped": capped, "params": 1,
                 "sparsity": 1.0, "train_s": seconds}
 
     ib = runs("ib", [0.9, 0.8], per_task=None)
     for record, last in zip(ib, (4000, 6000)):
         record["params"] = last
-        record["per_task"] = [task([100, 50], [0, 0], 1.0)] + [task([100, 50], [0, 0], 2.0)] * 3 \
-            + [task([200, 100], [1, 2], 3.0)] * 5 + [task([300, 150], [0, 1], 5.0)]
+        record["per_task"] = [task([100, 50], [0, 0], 1.0, (9, 9))] + [task([100, 50], [0, 0], 2.0)] * 3 \
+            + [task([200, 100], [1, 2], 3.0, (100, 0))] * 5 + [task([300, 150], [0, 1], 5.0, (100, 50))]
     records = ib + runs("naive", [0.2, 0.2])  # naive's records have 1000 parameters
     summary = report.summary_frame(records)
     text = ib_network_line(records, summary)
     assert text.startswith("IB's network (mean over 2 seeds): 5,000 parameters after the last task "
                            "(5.00 times naive's 1,000); layer widths 300/150 (from 100/50), 16 channels capped")
+    # growth after the first task (the first task's figure is not a decision): 5 + 2 of 18 pairs
+    assert "a layer grew in 39% of the (task, layer) pairs after the first task" in text
     # 10 tasks: mean (1 + 6 + 15 + 5) / 10, the first two tasks (1, 2) and the last two (3, 5)
     assert "training 2.7 s per task on average (1.5 s over the first 2 tasks, 4.0 s over the last 2)" in text
     assert ib_network_line(runs("naive", [0.2]), report.summary_frame(runs("naive", [0.2]))) == ""
