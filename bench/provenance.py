@@ -25,6 +25,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ PACKAGES = ("bench", "strategies")  # the project's own code; anything else is a
 ENTRIES = ("bench.cell", "bench.config")
 # Imported by the cell only to describe the record; it does not change a result.
 NOT_RESULT_CODE = ("bench.provenance",)
+# CPython 3.11 keeps one AST-construction depth counter per interpreter: an `ast.parse` that runs
+# while another thread's is converting its tree fails with "AST constructor recursion depth
+# mismatch" (python/cpython#106905). The lock serialises this module's parses; the retry covers a
+# parse by some other library's thread (a Dask worker's, a test's), whose tree is then rebuilt.
+_PARSE_LOCK = threading.Lock()
+_PARSE_TRIES = 5
 
 
 def _module_file(name: str) -> Path | None:
@@ -47,11 +54,24 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def _parse(path: Path) -> ast.Module:
+    """The module's syntax tree, parsed again when another thread's parse upset CPython's counter."""
+    failures = 0
+    while True:
+        try:
+            with _PARSE_LOCK:
+                return ast.parse(path.read_text(encoding="utf-8"), str(path))
+        except SystemError as exc:
+            failures += 1
+            if "recursion depth mismatch" not in str(exc) or failures == _PARSE_TRIES:
+                raise
+
+
 def _imports(name: str, path: Path) -> set[str]:
     """Project modules named by the import statements of a module (at any depth in its code)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -103,7 +123,7 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
 
 def behaviour(path: Path) -> str:
     """The module's code as its syntax tree shows it: no comments, docstrings, line numbers or layout."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = _parse(path)
     return ast.dump(_without_docstrings(tree), annotate_fields=False, include_attributes=False)
 
 

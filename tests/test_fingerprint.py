@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -110,3 +111,33 @@ def test_a_docstring_edit_leaves_a_finished_grid_done(tmp_path: Path, mnist_root
     edit(project / "strategies" / "lwf.py", "def build", "_UNUSED = 1\n\n\ndef build")  # code, though idle
     third = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and third.stderr.count("already done: ") == 1, third.stderr[-3000:]
+
+
+def test_a_parse_upset_by_another_thread_is_parsed_again(project: Path, monkeypatch) -> None:
+    """CPython 3.11's shared AST depth counter makes a parse fail while another thread parses
+    (python/cpython#106905, seen in a Dask worker): the fingerprint parses again and comes out the
+    same; any other SystemError, or the same one every time, still raises."""
+    path = project / "strategies" / "naive.py"
+    expected = provenance.behaviour(path)
+    real = ast.parse
+    upset = SystemError("AST constructor recursion depth mismatch (before=51, after=68)")
+
+    def parse_failing(times: int, exc: SystemError) -> SimpleNamespace:
+        """provenance's own view of the ast module, whose parse fails `times` times first."""
+        left = [times]
+
+        def parse(*args, **kwargs):
+            if left[0] > 0:
+                left[0] -= 1
+                raise exc
+            return real(*args, **kwargs)
+        return SimpleNamespace(**{**vars(ast), "parse": parse})
+
+    monkeypatch.setattr(provenance, "ast", parse_failing(2, upset))
+    assert provenance.behaviour(path) == expected
+    monkeypatch.setattr(provenance, "ast", parse_failing(1, SystemError("other")))
+    with pytest.raises(SystemError, match="other"):
+        provenance.behaviour(path)
+    monkeypatch.setattr(provenance, "ast", parse_failing(provenance._PARSE_TRIES, upset))
+    with pytest.raises(SystemError, match="mismatch"):
+        provenance.behaviour(path)
