@@ -1,15 +1,19 @@
 """Speed of the harness itself: the suite's `naive` cell against a plain torch loop doing the same work;
 with --ib, the IB cell against the strategy that trains on the same data.
 
-    python scripts/benchmark_speed.py [--data-root DIR] [--datasets mnist,cifar10,omniglot] [--epochs 1]
+    python scripts/benchmark_speed.py [--data-root DIR] [--datasets mnist,cifar10,omniglot] [--epochs 1] [--repeat N]
     python scripts/benchmark_speed.py --ib [--data-root DIR] [--datasets mnist,omniglot] [--epochs N]
 
 Per dataset (MNIST MLP Class-IL, CIFAR-10 convnet Class-IL, Omniglot 50-task
 Task-IL stream), both train the protocol's network with its optimizer, batch
 size, epochs and augmentation (CIFAR's crop and flip) on the same tensors, task
-by task, and evaluate every seen task after each task. Both times include reading the dataset. Prints the wall time of
-each and the ratio plain / suite (>= 0.9 is the goal: the harness costs at most
-about a tenth). Run it on an otherwise idle machine; it prints the load average.
+by task, and evaluate every seen task after each task. Both times include reading
+the dataset; neither includes importing Avalanche, which `bench run`'s workers have
+imported before a cell starts. Prints the wall time of each and the ratio plain /
+suite (>= 0.9 is the goal: the harness costs at most about a tenth). Run it on an
+otherwise idle machine; it prints the load average. With --repeat N both run N
+times, alternating, and the fastest of each is compared (a run here varies by
+several seconds in 80).
 
 --ib: the suite's IB cell and then its comparison cell, `bench run --jobs 1` one after the
 other with the protocol's settings (seed 0; --epochs 0: the protocol's epochs) into a scratch
@@ -46,6 +50,8 @@ def naive_config(dataset: str, epochs: int) -> dict:
 
 
 def suite(config: dict, data_root: str, threads: int) -> float:
+    # imported before the clock starts: `bench run`'s workers fork from a server that has
+    # imported it (bench/runner.py), so a cell does not pay Avalanche's ~5 s import
     from bench.cell import run_cell
 
     start = time.perf_counter()
@@ -151,6 +157,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs per task (--ib: 0 is the protocol's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ib", action="store_true", help="IB's cell against the strategy on the same data")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run plain and suite N times each, alternating; compare the fastest of each")
     args = parser.parse_args()
     epochs = args.epochs or "the protocol's"
     print(f"{epochs} epoch(s) per task, {args.threads} thread(s), load average before: {os.getloadavg()}")
@@ -162,10 +170,17 @@ def main() -> None:
         config = naive_config(dataset, args.epochs)
         from bench.datasets import load_dataset
         load_dataset(dataset, args.data_root, download=False)  # fills the cache that both then read
-        plain_s = plain(config, args.data_root, args.threads)
-        suite_s = suite(config, args.data_root, args.threads)
+        # alternating, so that a slower spell of the machine falls on both; the fastest of each is
+        # the least disturbed (as timeit takes the minimum)
+        times: dict[str, list[float]] = {"plain": [], "suite": []}
+        for _ in range(args.repeat):
+            times["plain"].append(plain(config, args.data_root, args.threads))
+            times["suite"].append(suite(config, args.data_root, args.threads))
+        plain_s, suite_s = min(times["plain"]), min(times["suite"])
+        runs = "" if args.repeat == 1 else "   (" + "; ".join(
+            f"{k} " + ", ".join(f"{t:.1f}" for t in v) for k, v in times.items()) + ")"
         print(f"{dataset:<9} {config['scenario']:<9} {config['backbone']:<10} batch {config['batch_size']:<4} "
-              f"plain loop {plain_s:7.1f} s   suite naive {suite_s:7.1f} s   plain/suite {plain_s / suite_s:.2f}",
+              f"plain loop {plain_s:7.1f} s   suite naive {suite_s:7.1f} s   plain/suite {plain_s / suite_s:.2f}{runs}",
               flush=True)
     print(f"load average after: {os.getloadavg()}")
 

@@ -97,16 +97,9 @@ class FoldedEWC:
         return params, importance, anchor
 
     @torch.no_grad()
-    def penalty(self, model: torch.nn.Module) -> torch.Tensor:
-        """The penalty's value, sum S (theta - theta_bar)^2 + c: the sum of the separate penalties."""
-        params, importance, anchor = self._terms(model)
-        diffs = torch._foreach_sub(params, anchor)
-        return _dot(diffs, torch._foreach_mul(diffs, importance)) + self.offset
-
-    @torch.no_grad()
     def add_gradient(self, model: torch.nn.Module) -> torch.Tensor:
         """Add the penalty's gradient, 2 lambda S (theta - theta_bar), to every penalised parameter's;
-        returns the penalty's value (as `penalty`).
+        returns the penalty's value, sum S (theta - theta_bar)^2 + c: the sum of the separate penalties.
 
         Computed in a few multi-tensor operations rather than through autograd: a model with many
         heads (Omniglot's 50) has ~100 parameter tensors, and an autograd graph over each cost a
