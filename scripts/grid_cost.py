@@ -1,6 +1,7 @@
 """What the grid cost: cell-hours per dataset, table and method, from the records (read only).
 
     python scripts/grid_cost.py [--results results]
+    python scripts/grid_cost.py --estimate mnist=10,omniglot-task-il=3,cifar10=3 [--results results]
 
 Reads every record under RESULTS/runs (the grid's cells) and RESULTS/tune/runs (tuning trials)
 and prints one line per (part, dataset, table, method): cells, wall hours (`time_s`), CPU hours
@@ -8,6 +9,15 @@ and prints one line per (part, dataset, table, method): cells, wall hours (`time
 `cpu_s` / naive's `cpu_s` with the same dataset, scenario, epochs, hold-out and seed (blank where
 naive has no such cell). A table is a scenario at one replay budget (the budget a cell used:
 memory-free methods sit at memory 0). Totals per part close the listing.
+
+--estimate: what a grid at those seeds would cost, before it runs. A key is a dataset (both
+scenarios) or DATASET-SCENARIO; Class-IL is planned at the protocol's memory and at 0. Every
+registered method that applies is planned, as `bench run` plans it (a memory-free method once per
+stream), and each gets the mean wall time of its cells in RESULTS/runs at the protocol's epochs
+(else of its tuning trials at those epochs); the tuning line counts one search per method with a
+search space (the budget, or the whole grid when smaller) at that cost. Methods with no cell at
+the protocol's epochs are listed as unmeasured and left out of the sums. The times are those of
+the code that made the records: a method changed since costs what it costs now.
 """
 from __future__ import annotations
 
@@ -71,15 +81,115 @@ def render(part: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def planned_tables(key: str) -> list[tuple[str, str, int]]:
+    """(dataset, scenario, memory) of the tables an --estimate key names."""
+    from bench import config as cfg
+
+    dataset, _, scenario = key.partition("-")
+    tables = []
+    for scen in [scenario] if scenario else ["class-il", "task-il"]:
+        protocol = cfg.load_protocol(dataset, scen)
+        memory = int(protocol.get("memory") or 0)
+        tables += [(dataset, scen, m) for m in ([memory, 0] if scen == "class-il" and memory else [memory])]
+    return tables
+
+
+def estimate(plan: dict[str, int], results: Path) -> str:
+    """The estimate's listing: per planned cell group its seeds and hours, per table its tuning."""
+    from bench import config as cfg
+    from bench import registry
+    from bench.tune import search_spaces
+
+    known = registry.strategies()
+    records = [r for sub in PARTS.values() if (results / sub).is_dir() for r in load_records(results / sub)]
+    lines = [f"{'dataset':<9} {'table':<20} {'method':<18} {'seeds':>5} {'h/cell':>7} {'cell-h':>7}  from"]
+    planned: dict[tuple, int] = {}  # (dataset, scenario, memory used, method) -> seeds
+    tuning: list[tuple[str, str, int, str, int]] = []
+    for key, seeds in plan.items():
+        for dataset, scenario, memory in planned_tables(key):
+            protocol = cfg.load_protocol(dataset, scenario)
+            budget, spaces = search_spaces(protocol, known, memory)
+            for name, info in known.items():
+                if info.why_not(dataset, scenario, memory, protocol.get("backbone")) is not None:
+                    continue
+                used = 0 if info.memory == "none" else memory
+                planned[(dataset, scenario, used, name)] = max(seeds, planned.get((dataset, scenario, used, name), 0))
+                if name in spaces:
+                    size = 1
+                    for values in spaces[name].values():
+                        size *= len(values)
+                    tuning.append((dataset, scenario, memory, name, min(budget, size)))
+    total, unmeasured = 0.0, []
+    per_cell: dict[tuple, float] = {}
+    for (dataset, scenario, memory, name), seeds in sorted(planned.items()):
+        epochs = cfg.load_protocol(dataset, scenario).get("epochs")
+        hours, source = _cell_hours(records, dataset, scenario, memory, name, epochs)
+        table = f"{scenario} memory {memory}"
+        if hours is None:
+            unmeasured.append(f"{dataset} {table} {name}")
+            lines.append(f"{dataset:<9} {table:<20} {name:<18} {seeds:>5} {'?':>7} {'?':>7}  unmeasured")
+            continue
+        per_cell[(dataset, scenario, memory, name)] = hours
+        total += seeds * hours
+        lines.append(f"{dataset:<9} {table:<20} {name:<18} {seeds:>5} {hours:>7.3f} {seeds * hours:>7.2f}  {source}")
+    tune_total, tune_unmeasured = 0.0, 0
+    for dataset, scenario, memory, name, trials in tuning:
+        hours = per_cell.get((dataset, scenario, memory, name))
+        if hours is None:
+            tune_unmeasured += 1
+        else:
+            tune_total += trials * hours
+    lines.append(f"grid: {sum(planned.values())} cells, {total:.1f} cell-hours measured "
+                 f"(~{total / 2:.1f} hours two at a time), {len(unmeasured)} method-tables unmeasured")
+    lines.append(f"tuning: {sum(t[-1] for t in tuning)} trials in {len(tuning)} searches, {tune_total:.1f} "
+                 f"cell-hours measured (~{tune_total / 2:.1f} hours two at a time), {tune_unmeasured} searches unmeasured")
+    return "\n".join(lines)
+
+
+def _cell_hours(records: list[dict], dataset: str, scenario: str, memory: int, name: str,
+                epochs: int | None) -> tuple[float | None, str]:
+    """Mean wall hours of the method's cells at the protocol's epochs: grid cells, else tuning trials."""
+    for holdout, source in ((False, "grid cells"), (True, "tuning trials")):
+        times = [float(r.get("time_s") or 0.0) for r in records
+                 if (c := r["config"])["dataset"] == dataset and c["scenario"] == scenario
+                 and int(c.get("memory") or 0) == memory and c["strategy"] == name and c.get("epochs") == epochs
+                 and bool(c.get("holdout")) == holdout]
+        if times:
+            return sum(times) / len(times) / 3600, f"{source} ({len(times)})"
+    return None, ""
+
+
+def _plan(text: str) -> dict[str, int]:
+    plan = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, seeds = item.partition("=")
+        if not seeds.isdigit() or int(seeds) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected DATASET[-SCENARIO]=SEEDS, seeds a whole number >= 1")
+        plan[key] = int(seeds)
+    return plan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="the results folder (runs/ and tune/runs/ in it)")
+    parser.add_argument("--estimate", type=_plan, metavar="DATASET[-SCENARIO]=SEEDS,...",
+                        help="estimate a grid at these seeds from the records instead of summing them")
     args = parser.parse_args(argv)
     results = Path(args.results)
     if not (results / PARTS["grid"]).is_dir() and not (results / PARTS["tune"]).is_dir():
         print(f"error: no records: neither {results / PARTS['grid']} nor {results / PARTS['tune']} is a folder",
               file=sys.stderr)
         return 2
+    if args.estimate:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from bench import config as cfg
+
+        try:
+            print(estimate(args.estimate, results))
+        except cfg.ConfigError as exc:
+            print(f"error: --estimate: {exc}", file=sys.stderr)
+            return 2
+        return 0
     for part, sub in PARTS.items():
         if (results / sub).is_dir():
             print(render(part, cost_rows(load_records(results / sub))))

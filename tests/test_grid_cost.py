@@ -1,6 +1,7 @@
 """scripts/grid_cost.py: cell-hours per dataset, table and method, and CPU ratios to naive, from generated records."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -28,7 +29,8 @@ def run(results):
 
 
 def line(stdout: str, part: str, table: str, method: str) -> list[str]:
-    found = re.search(rf"^{part}\s+omniglot\s+{table}\s+{method}\s+(.*)$", stdout, re.M)
+    """The figures after a listing's (part,) dataset, table and method; part "" for the estimate."""
+    found = re.search(rf"^{part + ' +' if part else ''}omniglot\s+{table}\s+{method}\s+(.*)$", stdout, re.M)
     assert found, stdout
     return found.group(1).split()
 
@@ -58,3 +60,44 @@ def test_hours_and_ratios_to_naive_on_the_same_stream(tmp_path):
 def test_a_folder_without_records_is_refused(tmp_path):
     done = run(tmp_path / "nothing")
     assert done.returncode == 2 and "no records" in done.stderr
+
+
+def test_estimate_plans_every_method_and_prices_it_from_cells_at_the_protocols_epochs(tmp_path):
+    """--estimate: every method that applies to the table is planned at the seeds asked; a method is
+    priced by its grid cells at the protocol's epochs, else its tuning trials there, else unmeasured."""
+    from bench import config as cfg
+    from bench import registry
+    from bench.tune import search_spaces
+
+    write(tmp_path / "runs", [
+        record("naive", 0, 300.0, 360.0), record("naive", 1, 600.0, 720.0),  # 0.15 h a cell on average
+        record("ewc", 0, 900.0, 900.0, epochs=5),  # another length: not the protocol's 10 epochs
+    ])
+    trial = record("lwf", 0, 1700.0, 1800.0)
+    trial["config"]["holdout"] = 0.1
+    write(tmp_path / "tune" / "runs", [trial])
+    done = subprocess.run([sys.executable, "scripts/grid_cost.py", "--results", str(tmp_path),
+                           "--estimate", "omniglot-task-il=3"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    planned = re.findall(r"^omniglot\s+task-il memory 0\s+(\S+)\s+3\s", done.stdout, re.M)
+    protocol = cfg.load_protocol("omniglot", "task-il")
+    applies = sorted(n for n, info in registry.strategies().items()
+                     if info.why_not("omniglot", "task-il", 0, protocol.get("backbone")) is None)
+    assert sorted(planned) == applies
+    assert line(done.stdout, "", "task-il memory 0", "naive") == ["3", "0.150", "0.45", "grid", "cells", "(2)"]
+    assert line(done.stdout, "", "task-il memory 0", "lwf") == ["3", "0.500", "1.50", "tuning", "trials", "(1)"]
+    assert line(done.stdout, "", "task-il memory 0", "ewc") == ["3", "?", "?", "unmeasured"]
+    measured = 0.45 + 1.50
+    assert f"grid: {3 * len(applies)} cells, {measured:.1f} cell-hours measured" in done.stdout
+    budget, spaces = search_spaces(protocol, registry.strategies(), 0)
+    lwf_trials = min(budget, len(list(itertools.product(*spaces["lwf"].values()))))
+    assert f"{lwf_trials * 0.5:.1f} cell-hours measured" in done.stdout.splitlines()[-1]
+
+
+def test_an_estimate_of_a_protocol_that_does_not_exist_is_refused(tmp_path):
+    write(tmp_path / "runs", [record("naive", 0, 1.0, 1.0)])
+    done = subprocess.run([sys.executable, "scripts/grid_cost.py", "--results", str(tmp_path),
+                           "--estimate", "omniglot-sideways=3"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "no protocol for omniglot sideways" in done.stderr
