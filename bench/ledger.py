@@ -1,8 +1,9 @@
 """The tuning ledger: how many looks at held-out data each method had, per protocol and memory.
 
-Every look leaves a record: a `bench tune` trial under `<results>/tune/runs/`
-(an older one replaced by `--force` beside it as `*.json.prev`), a `bench run
---holdout` cell under `<results>/runs/` with `config.holdout > 0`. The ledger
+Every look leaves a record: a `bench tune` trial under `<results>/tune/runs/`, a
+`bench run --holdout` cell under `<results>/runs/` with `config.holdout > 0`; a
+record that a later run replaced (rerun by newer code, or with `--force`) leaves
+a line in its folder's `replaced_looks.jsonl` (bench/records.py), counted too. The ledger
 is derived from those records alone, so the tuning history already on disk is
 counted the same way as what is tuned from now on. Looks that left no record
 (a run into a scratch folder that was thrown away) cannot be counted: copy
@@ -51,15 +52,31 @@ class Line:
     one_search: int | None = None  # trials one search of today's grid takes (None: no space today)
 
 
+def _records(folder: Path) -> Iterable[Any]:
+    """The records in `folder` and the replaced ones summarised beside them (what does not parse: None)."""
+    from bench.records import REPLACED_LOOKS
+
+    for path in sorted(folder.glob("**/*.json")):
+        try:
+            yield json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            yield None
+    for path in sorted(folder.glob(f"**/{REPLACED_LOOKS}")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                yield json.loads(line)
+            except ValueError:
+                yield None
+
+
 def held_out_records(results: Path) -> Iterable[dict[str, Any]]:
     """Every record of a look at held-out data under `results` (tune trials, `run --holdout` cells)."""
     folders = [(Path(results) / "tune" / "runs", True), (Path(results) / "runs", False)]
     for folder, is_tune in folders:
         if not folder.is_dir():
             continue
-        for path in sorted([*folder.glob("**/*.json"), *folder.glob("**/*.json.prev")]):
+        for record in _records(folder):
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
                 config = record["config"]
                 holdout = float(config.get("holdout") or 0)
                 key = (str(config["dataset"]), str(config["scenario"]), int(config.get("memory") or 0),

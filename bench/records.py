@@ -181,6 +181,25 @@ def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
+# Beside the records of a folder: one line per held-out record that a later run replaced (a
+# trial rerun by newer code, or with --force). It was a look at held-out data all the same, and
+# the tuning ledger (bench/ledger.py) counts these lines with the records.
+REPLACED_LOOKS = "replaced_looks.jsonl"
+_LOOK_FIELDS = ("config", "status", "code", "command", "run_id", "created")
+
+
+def _keep_replaced_look(path: Path, current: Any, record: dict[str, Any]) -> None:
+    """Append the held-out record about to be replaced at `path` to its folder's REPLACED_LOOKS."""
+    if not isinstance(current, dict) or current.get("run_id") == record.get("run_id"):
+        return
+    config = current.get("config")
+    if not isinstance(config, dict) or not float(config.get("holdout") or 0) > 0:
+        return
+    line = json.dumps({k: current[k] for k in _LOOK_FIELDS if k in current}, sort_keys=True)
+    with open(path.parent / REPLACED_LOOKS, "a", encoding="utf-8") as out:  # one short append: atomic
+        out.write(line + "\n")
+
+
 def store_record(path: Path, record: dict[str, Any], wanted: dict[str, Any], tag: str,
                  force: bool = False) -> bool:
     """Put `record` at `path` unless that would lose a finished result; True when written.
@@ -190,6 +209,8 @@ def store_record(path: Path, record: dict[str, Any], wanted: dict[str, Any], tag
     run (`run_id` differs) — two runs that both trained the cell agree, the first stands.
     With `force` (`run --force`) an ok `record` replaces the ok record there, which is
     first copied byte for byte to `previous_path(path)` (an older `.prev` is overwritten).
+    A held-out record (a tuning trial) that is replaced, by `force` or by a run of newer code,
+    is first summarised in the folder's REPLACED_LOOKS, so the tuning ledger still counts it.
     """
     current = read_json(path)
     if is_ok(current) and current.get("run_id") != record.get("run_id"):
@@ -199,5 +220,6 @@ def store_record(path: Path, record: dict[str, Any], wanted: dict[str, Any], tag
             from bench.files import atomic_write
 
             atomic_write(previous_path(path), path.read_bytes())
+    _keep_replaced_look(path, current, record)
     write_json_atomic(path, record, tag=tag)
     return True

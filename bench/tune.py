@@ -29,7 +29,8 @@ Before the first trial, the write-back is tried on a copy of the protocol text: 
 file that cannot be rewritten (permissions) or a section in a form this code does
 not edit (an inline table `lwf = { ... }`, dotted keys `strategies.lwf.alpha = 5`)
 stops the tune with exit 2. The write itself holds a lock on the protocol (two tunes
-at once do not lose each other's winners) and is atomic (bench/files.py).
+at once do not lose each other's winners) and is atomic (bench/protocol_writeback.py,
+bench/files.py).
 A point whose settings `run` would refuse together (the strategy's `conflict`) is
 not trained: it is counted as not run. A winner is written only when every trial of
 its grid has a score; a trial that failed or that another run holds leaves the
@@ -40,7 +41,10 @@ When every trial of a method scores within `FLAT_POINTS` of each other, the grid
 flat: a warning says the setting may have no effect, and the values are written with
 a "flat grid" comment instead of "tuned" and stay out of the `tuned` list.
 After a tune, the ledger of looks per method (bench/ledger.py) is rewritten under
-`<results>/tables/`; `python -m bench tune --ledger` prints it.
+`<results>/tables/`; `python -m bench tune --ledger` prints it. `--top-up` gives a
+method that the ledger shows short of looks the difference: its points are scored over
+seeds 0, 1, ... until its looks, this search's included, reach those of the most-tuned
+other method of the protocol and memory; the winner is the best mean over those seeds.
 """
 from __future__ import annotations
 
@@ -50,17 +54,11 @@ import itertools
 import json
 import random
 import shlex
-import tomllib
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 DEFAULT_BUDGET = 8
 FLAT_POINTS = 0.5  # max - min held-out accuracy (in points) under which a grid is called flat
-
-
-class EditError(ValueError):
-    """The protocol's section is in a form the write-back does not edit."""
 
 
 def add_parser(sub, count, fraction, datasets, scenarios) -> argparse.ArgumentParser:
@@ -75,6 +73,10 @@ def add_parser(sub, count, fraction, datasets, scenarios) -> argparse.ArgumentPa
     seeds.add_argument("--seeds", type=count(1), default=None, help="score each point over seeds 0..N-1")
     seeds.add_argument("--seed", type=count(0), default=None, help="score with this one seed (default 0); "
                        "it also draws the points of grids larger than the budget")
+    seeds.add_argument("--top-up", action="store_true",
+                       help="give each strategy as many more seeds of its points (1, 2, ...) as it takes to "
+                            "have, with this search, at least the looks at held-out data of the most-tuned "
+                            "other strategy of this protocol and memory in the ledger")
     p.add_argument("--budget", type=count(1), default=None,
                    help="trials per strategy (default: the protocol's [tune] budget, else 8)")
     p.add_argument("--holdout", type=fraction, default=0.1,
@@ -161,6 +163,7 @@ def cmd_tune(args, argv: list[str]) -> int:
     from bench import cli, registry
     from bench.plan import UsageError, plan
     from bench import config as cfg
+    from bench.protocol_writeback import check_write_back, write_choice
     from bench.records import identity
     from bench.runner import Cell, finished_ok, print_line, record_path
 
@@ -196,11 +199,15 @@ def cmd_tune(args, argv: list[str]) -> int:
     plan_args = copy.copy(args)
     plan_args.strategies = ",".join(chosen)
     plan_args.results = args.results / "tune"
+    points = {name: trial_points(spaces[name], budget, args.seed or 0) for name in chosen}
+    if args.top_up:
+        looks = _looks(args.results, args.dataset, args.scenario, memory)
+        plan_args.seeds = max(_most_seeds(looks, name, len(points[name])) for name in chosen)
     base, _ = plan(plan_args)  # every check of `run`, and the data loaded once
     overridden = _overridden(args, protocol, chosen)
     write = not args.no_write and (not overridden or args.write_overridden)
     if write:
-        _check_write_back(args, memory, {name: trial_points(spaces[name], 1, 0)[0] for name in chosen})
+        check_write_back(args, memory, {name: trial_points(spaces[name], 1, 0)[0] for name in chosen})
     elif not args.no_write:
         print_line(f"the winners will not be written: the trials run under {', '.join(overridden)}, not the "
                    f"protocol's settings (--write-overridden writes them, with a comment saying so)")
@@ -209,20 +216,29 @@ def cmd_tune(args, argv: list[str]) -> int:
                f"strategy, scored on {args.holdout:g} of the training data held out")
     trials: dict[str, list[tuple[dict, list[Cell]]]] = {}
     todo, done, refused = [], 0, 0
+
+    def trial_done(cell: Cell, point: dict[str, Any]) -> bool:
+        config = _trial_config(cell.config, point, args.epochs)
+        return finished_ok(record_path(plan_args.results, config),
+                           identity(config, cell.code, args.device, args.threads))
+
     for name in chosen:
-        points = trial_points(spaces[name], budget, args.seed or 0)
         grid = ", ".join(f"{k} in {spaces[name][k]}" for k in spaces[name])
-        print_line(f"  {name}: {grid}: {len(points)} trial(s)")
+        seeds = None
+        if args.top_up:
+            ours = [cell for cell, _ in base if cell.config["strategy"] == name]
+            seeds = _top_up_seeds(looks, name, len(points[name]),
+                                  sum(trial_done(cell, point) for cell in ours for point in points[name]))
+            most = max((n for s, n in looks.items() if s != name), default=0)
+            print_line(f"  {name}: {looks.get(name, 0)} look(s) so far, the most-tuned other {most}: "
+                       f"seeds 0-{seeds - 1}")
+        print_line(f"  {name}: {grid}: {len(points[name])} trial(s)" + (f" x {seeds} seeds" if seeds else ""))
         trials[name] = []
-        for point in points:
+        for point in points[name]:
             cells = []
-            for cell, _ in (c for c in base if c[0].config["strategy"] == name):
-                config = copy.deepcopy(cell.config)
-                config["params"].update(point)
-                config.pop("tuned", None)  # a trial runs the values it tries
-                if args.epochs is not None:  # the same epochs for every method, strategy sections too
-                    config["epochs"] = args.epochs
-                config["hash"] = cfg.config_hash(config)
+            for cell, _ in (c for c in base if c[0].config["strategy"] == name
+                            and (seeds is None or c[0].config["seed"] < seeds)):
+                config = _trial_config(cell.config, point, args.epochs)
                 cells.append(Cell(config, record_path(plan_args.results, config), code=cell.code))
             problem = known[name].conflict(cells[0].config["params"]) if cells else None
             if problem:  # `run` would refuse these values together: not a trial, nothing to win
@@ -281,10 +297,47 @@ def cmd_tune(args, argv: list[str]) -> int:
             print_line(f"warning: {name}: flat grid: all {len(scores)} trials within {spread:.2f} points "
                        f"(under {FLAT_POINTS}); the setting may have no effect, the best point is not a choice")
         if write:
-            _write_choice(args, memory, name, best, best_score, command,
+            write_choice(args, memory, name, best, best_score, command,
                           overridden=overridden, flat=(spread, len(scores)) if flat else None)
     _write_ledger(args.results)
     return cli.EXIT_FAILED if failed or outcome.failed else 0
+
+
+def _trial_config(config: dict[str, Any], point: dict[str, Any], epochs: int | None) -> dict[str, Any]:
+    """The configuration of the trial of `point` in the cell planned with `config`."""
+    from bench import config as cfg
+
+    config = copy.deepcopy(config)
+    config["params"].update(point)
+    config.pop("tuned", None)  # a trial runs the values it tries
+    if epochs is not None:  # the same epochs for every method, strategy sections too
+        config["epochs"] = epochs
+    config["hash"] = cfg.config_hash(config)
+    return config
+
+
+def _looks(results: Path, dataset: str, scenario: str, memory: int) -> dict[str, int]:
+    """Trials per strategy at this protocol and memory, as the ledger counts them."""
+    from bench import ledger
+
+    return {line.strategy: line.trials for line in ledger.ledger(results)
+            if (line.dataset, line.scenario, line.memory) == (dataset, scenario, memory)}
+
+
+def _most_seeds(looks: dict[str, int], name: str, points: int) -> int:
+    """Seeds to plan for a top-up: enough for the target, and for every look the ledger counts."""
+    target = max((n for s, n in looks.items() if s != name), default=0)
+    return max(1, -(-max(target, looks.get(name, 0)) // points))
+
+
+def _top_up_seeds(looks: dict[str, int], name: str, points: int, done: int) -> int:
+    """How many seeds (0, 1, ...) of its `points` give `name` at least the looks of the most-tuned
+    other strategy. `done` of this search's trials are already among the looks: the rest are
+    looks it had before (earlier searches, other lengths), so a rerun of the same command asks
+    for the same seeds."""
+    target = max((n for s, n in looks.items() if s != name), default=0)
+    before = looks.get(name, 0) - done
+    return max(1, -(-(target - before) // points))
 
 
 def print_ledger(args) -> int:
@@ -366,123 +419,3 @@ def _score_text(record: dict) -> str:
 
 def _show(point: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items())
-
-
-def _destination(protocol_memory: Any, memory: int) -> str | None:
-    """The protocol section a winner at `memory` goes into (None: this protocol runs no such row)."""
-    if memory == protocol_memory:
-        return "strategies"
-    return "memory0" if memory == 0 else None
-
-
-def edit_protocol(text: str, where: str, name: str, values: dict[str, Any], comment: str,
-                  tuned: bool = True) -> str:
-    """`text` with `values` set in `[where.name]`, each with `comment`, and the keys added to (or, when
-    not `tuned`, removed from) its `tuned` list; the file's other text stays as it was.
-
-    Raises EditError when the section is in a form this does not edit (inline table, dotted keys)
-    or when the result would not read back as exactly the intended change."""
-    import tomlkit
-    from tomlkit.items import InlineTable, Table
-
-    # TOML has no null: the word "none" unsets an optional setting (strategies/ib, rate = "none")
-    values = {key: "none" if value is None else value for key, value in values.items()}
-    label = f"[{where}.{name}]"
-    try:
-        before = tomllib.loads(text)
-        document = tomlkit.parse(text)
-        if isinstance(document.get(where), InlineTable):
-            raise EditError(f"{where} is written as an inline table; write {label} as a table of its own")
-        appended = where not in document or name not in document[where]
-        if appended:  # a new section goes at the end: tomlkit cannot add into tables written out of order
-            document = tomlkit.document()
-            document.add(where, tomlkit.table(is_super_table=True))
-            document[where].add(name, tomlkit.table())
-        section = document[where][name]
-        if isinstance(section, InlineTable) or not isinstance(section, Table) or section.is_super_table():
-            raise EditError(f"{label} is written as an inline table ({name} = {{ ... }}) or with dotted keys; "
-                            f"write it as a table: a line {label} followed by one KEY = VALUE per line")
-        for key, value in values.items():
-            section[key] = value
-            section.item(key).comment(comment)
-        keys = set(section.get("tuned", []))
-        keys = keys | set(values) if tuned else keys - set(values)
-        if keys or "tuned" in section:
-            section["tuned"] = sorted(keys)
-        new = text.rstrip("\n") + "\n\n" + tomlkit.dumps(document) if appended else tomlkit.dumps(document)
-        after = tomllib.loads(new)
-    except EditError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to edit is a form this cannot edit
-        raise EditError(f"cannot edit {label}: {type(exc).__name__}: {exc}") from None
-    expected = copy.deepcopy(before)
-    own = expected.setdefault(where, {}).setdefault(name, {})
-    own.update(values)
-    if keys or "tuned" in own:
-        own["tuned"] = sorted(keys)
-    if after != expected:
-        raise EditError(f"rewriting {label} would change more than its values (a form tomlkit cannot edit "
-                        f"safely); write it as a table: a line {label} followed by one KEY = VALUE per line")
-    return new
-
-
-def _check_write_back(args, memory: int, samples: dict[str, dict]) -> None:
-    """Exit 2 before any trial when the winners could not be written: the protocol file cannot be
-    replaced, or a section is in a form `edit_protocol` refuses (tried on the text, not the file)."""
-    from bench import config as cfg
-    from bench.files import check_rewritable
-    from bench.plan import UsageError
-
-    path = cfg.protocol_path(args.dataset, args.scenario)
-    try:
-        check_rewritable(path)
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write the winners into {path}: {exc}; make it writable or tune with "
-                         f"--no-write") from None
-    where = _destination(tomllib.loads(text).get("memory"), memory)
-    if where is None:
-        return  # reported as not written at the end, as before
-    for name, point in samples.items():
-        try:
-            edit_protocol(text, where, name, point, "check")
-        except EditError as exc:
-            raise UsageError(f"{path}: {exc} (or tune with --no-write)") from None
-
-
-def _write_choice(args, memory: int, name: str, best: dict, score: float, command: str,
-                  overridden: list[str] = (), flat: tuple[float, int] | None = None) -> None:
-    """Write the chosen values where the next `run` at this memory reads them, keeping the file's comments.
-
-    The read-modify-write holds the protocol's lock, so two tunes at once keep both winners."""
-    from bench import config as cfg
-    from bench.files import atomic_write, locked
-    from bench.runner import print_line
-
-    path = cfg.protocol_path(args.dataset, args.scenario)
-    date = datetime.now(timezone.utc).date().isoformat()
-    under = f" under {', '.join(overridden)} (not the protocol's settings)" if overridden else ""
-    if flat is None:
-        comment = f"tuned {date}{under}: held-out final accuracy {100 * score:.2f}% by `{command}`"
-    else:
-        spread, count = flat
-        comment = (f"flat grid {date}{under}: all {count} trials within {spread:.2f} points (best "
-                   f"{100 * score:.2f}% held out) by `{command}`: the setting may have no effect; not a choice")
-    with locked(path):
-        text = path.read_text(encoding="utf-8")
-        try:
-            runs = tomllib.loads(text).get("memory")
-        except tomllib.TOMLDecodeError as exc:  # edited by hand since the tune started
-            print_line(f"not written: {path} is not valid TOML now: {exc}")
-            return
-        where = _destination(runs, memory)
-        if where is None:
-            print_line(f"not written: tuned at memory {memory}, the protocol runs {runs}")
-            return
-        try:
-            new = edit_protocol(text, where, name, best, comment, tuned=flat is None)
-        except EditError as exc:
-            print_line(f"not written: {path}: {exc}")
-            return
-        atomic_write(path, new)
-    print_line(f"written to {path} [{where}.{name}]: {_show(best)}" + (" (flat grid: not marked tuned)" if flat else ""))

@@ -11,7 +11,8 @@ from conftest import FAST, records
 from bench import cli
 from bench import config as cfg
 from bench import registry
-from bench.tune import _write_choice, search_spaces
+from bench.protocol_writeback import write_choice
+from bench.tune import search_spaces
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the official:UserWarning")
 
@@ -63,7 +64,7 @@ def test_a_tuning_grid_holds_none_beside_numbers_and_writes_it_back(tmp_path, mo
     monkeypatch.setattr(cfg, "PROTOCOL_DIR", folder)
     args = argparse.Namespace(dataset="mnist", scenario="task-il")
     protocol = cfg.load_protocol("mnist", "task-il")
-    _write_choice(args, protocol["memory"], "ib", {"grow": None}, 0.9, "python -m bench tune")
+    write_choice(args, protocol["memory"], "ib", {"grow": None}, 0.9, "python -m bench tune")
     assert 'grow = "none"' in (folder / "mnist-task-il.toml").read_text()
     written = cfg.load_protocol("mnist", "task-il")
     config = cfg.resolve(written, "mnist", "task-il", "ib", 0, 0, schema=registry.get("ib").settings)

@@ -68,13 +68,13 @@ def test_a_write_cut_short_by_a_file_size_limit_leaves_the_old_protocol(tmp_path
     script = f"""
 import argparse, resource, signal, sys
 from pathlib import Path
-from bench import config as cfg, tune
+from bench import config as cfg, protocol_writeback
 cfg.PROTOCOL_DIR = Path({str(folder)!r})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 args = argparse.Namespace(dataset="mnist", scenario="class-il")
 try:
-    tune._write_choice(args, 200, "ewc", {{"lambda": 1.0}}, 0.5, "python -m bench tune")
+    protocol_writeback.write_choice(args, 200, "ewc", {{"lambda": 1.0}}, 0.5, "python -m bench tune")
 except OSError as exc:
     print("refused:", exc)
 """
@@ -90,7 +90,7 @@ def test_the_protocol_write_back_waits_for_the_lock(tmp_path, monkeypatch):
     """Two tunes at once: the second read-modify-write starts only after the first has written."""
     import argparse
 
-    from bench import tune
+    from bench import protocol_writeback
     from bench.files import locked
 
     folder = tmp_path / "protocols"
@@ -99,7 +99,8 @@ def test_the_protocol_write_back_waits_for_the_lock(tmp_path, monkeypatch):
     path = folder / "mnist-class-il.toml"
     before = path.read_bytes()
     args = argparse.Namespace(dataset="mnist", scenario="class-il")
-    writer = threading.Thread(target=tune._write_choice, args=(args, 200, "ewc", {"lambda": 7.0}, 0.5, "cmd"))
+    writer = threading.Thread(target=protocol_writeback.write_choice,
+                              args=(args, 200, "ewc", {"lambda": 7.0}, 0.5, "cmd"))
     with locked(path):
         writer.start()
         writer.join(timeout=1.0)

@@ -316,3 +316,61 @@ def test_a_protocol_with_a_toml_syntax_error_exits_2_in_run_and_list(protocols, 
     assert cli.main(["run", "--scenario", "class-il", "--data-root", str(mnist_root), "--results",
                      str(tmp_path / "r"), "--no-download"]) == cli.EXIT_USAGE
     assert f"{path} is not valid TOML" in capsys.readouterr().err
+
+
+def test_a_replaced_trial_is_still_counted_as_a_look(protocols, mnist_root, tmp_path, capsys):
+    """A trial rerun by newer code, or with --force, replaces its record; the replaced one was a look
+    at held-out data all the same and stays in the ledger (a line of replaced_looks.jsonl)."""
+    import json
+
+    from bench import ledger
+    from bench.records import REPLACED_LOOKS
+
+    results = tmp_path / "results"
+    path = protocols / "mnist-class-il.toml"
+    path.write_text(path.read_text().replace("lambda = [1.0, 1e6, 1e3]", "lambda = [1.0, 1e3]"))
+    assert cli.main(tune_args(mnist_root, results)) == 0
+
+    def trials() -> int:
+        [line] = [x for x in ledger.ledger(results, ledger.current_protocols()) if x.strategy == "ewc"]
+        return line.trials
+
+    assert trials() == 2
+    records = sorted((results / "tune" / "runs").glob("*.json"))
+    older = json.loads(records[0].read_text())
+    older["code"] = "made-by-older-code"  # as if the code had changed since: the trial is not done
+    records[0].write_text(json.dumps(older))
+    assert cli.main(tune_args(mnist_root, results)) == 0
+    assert "1 trial(s) to run, 1 already done" in capsys.readouterr().err
+    assert trials() == 3
+    assert cli.main(tune_args(mnist_root, results, "--force")) == 0
+    assert trials() == 5
+    kept = [json.loads(x) for x in (results / "tune" / "runs" / REPLACED_LOOKS).read_text().splitlines()]
+    assert [k["code"] for k in kept].count("made-by-older-code") == 1 and len(kept) == 3
+
+
+def test_top_up_gives_a_method_short_of_looks_the_difference_as_more_seeds(protocols, mnist_root, tmp_path, capsys):
+    """EWC has 2 looks, LwF 5 (records made here): --top-up scores EWC's 2 points over seeds 0-2,
+    6 looks, at least LwF's 5; the same command again asks for the same seeds and trains nothing."""
+    import json
+
+    from bench import ledger
+
+    results = tmp_path / "results"
+    assert cli.main(tune_args(mnist_root, results, "--budget", "2")) == 0
+    runs = results / "tune" / "runs"
+    trial = json.loads(next(runs.glob("*.json")).read_text())
+    for i in range(5):  # another method's looks at the same protocol and memory
+        trial["config"].update(strategy="lwf", params={"alpha": float(i)}, hash=f"lwf{i}")
+        (runs / f"lwf_{i}.json").write_text(json.dumps(trial))
+    capsys.readouterr()
+    assert cli.main(tune_args(mnist_root, results, "--budget", "2", "--top-up")) == 0
+    err = capsys.readouterr().err
+    assert "ewc: 2 look(s) so far, the most-tuned other 5: seeds 0-2" in err
+    assert "4 trial(s) to run, 2 already done" in err
+    [line] = [x for x in ledger.ledger(results) if x.strategy == "ewc"]
+    assert line.trials == 6
+    assert sorted({json.loads(p.read_text())["config"]["seed"] for p in runs.glob("mnist_*ewc*.json")}) == [0, 1, 2]
+    assert cli.main(tune_args(mnist_root, results, "--budget", "2", "--top-up")) == 0
+    err = capsys.readouterr().err
+    assert "ewc: 6 look(s) so far, the most-tuned other 5: seeds 0-2" in err and "0 trial(s) to run" in err
