@@ -20,6 +20,7 @@ from bench.captions import budget, reference_note, table_caption
 from bench.controls import control_lines
 from bench.files import atomic_write, safe_name
 from bench.ib_network import ib_network_line
+from bench.pairwise import pairwise_block
 from bench.readme import bench_tables
 from bench.records import METRICS, is_number
 from bench.significance import significance_line
@@ -221,6 +222,8 @@ def write_tables(results_dir: str | os.PathLike,
             table = format_table(rows)
             notes = "\n\n".join(n for n in (settings_footnotes(rows), notes) if n)
             markdown = f"{caption}\n\n{markdown_table(table)}" + (f"\n{notes}\n" if notes else "")
+            pairs = pairwise_block(rows, seeds_of(seeds, rows))  # the Markdown page only: too long for a caption
+            markdown += f"\n{pairs}\n" if pairs else ""
             paths.append(atomic_write(out / f"{stem}{suffix}.md", markdown))
             # 10 significant digits: exact enough, without float noise like 0.8500000000000001.
             csv_text = csv_frame(rows).to_csv(index=False, float_format="%.10g")
