@@ -8,7 +8,10 @@
   records that kept them;
 * `..._ib_active.png`: for the IB sparse method, the active channels of each hidden
   layer after each task (as a multiple of the layer's initial width: a layer that grows
-  passes 1) beside its accuracy curve.
+  passes 1) beside its accuracy curve;
+* `{dataset}_{scenario}[_memory0]_cost.png`: final accuracy (mean, bars of one std over
+  seeds) against parameters at the end and against CPU seconds per cell (both log scale),
+  one point per row of the table.
 
 Failed records are left out; a curve whose cell lost seeds says so in its legend.
 matplotlib is imported inside the functions that draw, so importing this is cheap.
@@ -137,6 +140,7 @@ def write_plots(results_dir: str | os.PathLike,
             continue
         for suffix, part in _by_budget(series, cells):
             paths.append(_plot_curves(out / f"{stem}{suffix}_curves.png", dataset, scenario, part))
+            paths.append(_plot_cost(out / f"{stem}{suffix}_cost.png", dataset, scenario, part))
         for key, s in series:
             cell = _cell_stem(key, keys)
             paths.append(_plot_matrix(out / f"{stem}_{cell}_matrix.png", dataset, scenario, s))
@@ -178,8 +182,12 @@ def _cell_series(records: list[dict], label: str) -> dict | None:
     stacked = _stack(actives) if actives else None
     learning = [c for c in (learning_curves(r) for r in ok) if c is not None]
     finals = _nanmean(matrices[:, -1, :], axis=1)  # per seed: mean accuracy over all tasks at the end
+    params = [float(r["params"]) for r in ok if is_number(r.get("params"))]
+    cpu = [float(r["cpu_s"]) for r in ok if is_number(r.get("cpu_s"))]
     return {
         "label": label + (f" ({failed}/{len(records)} seeds failed)" if failed else ""),
+        "params": float(np.mean(params)) if params else None,  # at the end of the stream
+        "cpu": float(np.mean(cpu)) if cpu else None,
         "n": len(ok),
         "matrix": _nanmean(matrices, axis=0),
         "curve": _nanmean(curves, axis=0),
@@ -239,6 +247,31 @@ def _plot_curves(path: Path, dataset: str, scenario: str, series: list[dict]) ->
         _task_axis(ax, n_tasks, "Average accuracy on seen tasks (%)", 100)
         ax.set_title(f"{dataset} / {scenario}: mean over seeds (shaded: ± std)")
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))  # beside: labels are long
+        return save_png(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _plot_cost(path: Path, dataset: str, scenario: str, series: list[dict]) -> Path:
+    """Final accuracy against parameters and against CPU time: one labelled point per row."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    try:
+        # clustered points would hide each other's labels: a colour and a marker per row, one legend
+        colours, markers = plt.get_cmap("tab20").colors, "osD^vP*Xh<>p"
+        for ax, field, xlabel in ((axes[0], "params", "Parameters at the end"),
+                                  (axes[1], "cpu", "CPU seconds per cell")):
+            for i, s in enumerate(series):
+                if s[field] is not None:
+                    ax.errorbar(s[field], s["final"], yerr=s["final_std"], fmt=markers[i % len(markers)],
+                                color=colours[i % len(colours)], capsize=3, label=s["label"])
+            ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3, which="both")
+        axes[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
+        axes[0].set_ylabel("Final average accuracy (%)")
+        axes[0].set_ylim(0, 100)
+        fig.suptitle(f"{dataset} / {scenario}: accuracy against cost (mean over seeds, bars ± std)")
         return save_png(fig, path)
     finally:
         plt.close(fig)

@@ -251,6 +251,7 @@ def test_plots_are_valid_pngs(results: Path) -> None:
     lwf = sorted(n for n in names if n.startswith("mnist_class-il_lwf_"))
     assert len(lwf) == 2 and all(n.endswith("_matrix.png") for n in lwf)  # one per config hash
     expected = {"mnist_class-il_curves.png", "cifar10_task-il_curves.png",
+                "mnist_class-il_cost.png", "cifar10_task-il_cost.png",
                 "mnist_class-il_naive_matrix.png", "mnist_class-il_replay_matrix.png",
                 "mnist_class-il_ewc_matrix.png", "mnist_class-il_ib_matrix.png",
                 "mnist_class-il_gem_matrix.png", "cifar10_task-il_naive_matrix.png",
@@ -268,7 +269,7 @@ def test_all_failed_cell_has_no_plot(tmp_path: Path) -> None:
     write(runs, "a.json", make_record("ewc", 0, status="failed"))
     write(runs, "b.json", make_record("naive", 0, 0.5))
     names = {p.name for p in report.write_plots(tmp_path)}
-    assert names == {"mnist_class-il_curves.png", "mnist_class-il_naive_matrix.png"}
+    assert names == {"mnist_class-il_curves.png", "mnist_class-il_cost.png", "mnist_class-il_naive_matrix.png"}
 
 
 def test_config_hash_labels_when_no_visible_difference(tmp_path: Path) -> None:
@@ -355,6 +356,29 @@ def test_memory_free_runs_get_their_own_table(tmp_path: Path) -> None:
     assert "Memory budget: 0 exemplars" in memory_free.splitlines()[0]
     curves = sorted(p.name for p in report.write_plots(tmp_path) if p.name.endswith("_curves.png"))
     assert curves == ["mnist_class-il_curves.png", "mnist_class-il_memory0_curves.png"]
+
+
+def test_the_cost_plot_puts_each_row_at_its_parameters_and_cpu_time(tmp_path: Path, monkeypatch) -> None:
+    """One point per row: (parameters, final accuracy) on the left, (CPU seconds, final) on the right,
+    both means over the ok seeds, with one std of the final accuracy as the bar."""
+    from matplotlib.axes import Axes
+
+    for seed, (acc, params, cpu) in enumerate([(0.5, 1000, 10.0), (0.7, 3000, 30.0)]):
+        record = make_record("ewc", seed, acc)
+        record.update(params=params, cpu_s=cpu)
+        write(tmp_path / "runs", f"ewc{seed}.json", record)
+    naive = make_record("naive", 0, 0.2)
+    naive.update(params=500, cpu_s=5.0)
+    write(tmp_path / "runs", "naive.json", naive)
+    points, real = [], Axes.errorbar
+    monkeypatch.setattr(Axes, "errorbar", lambda self, x, y, yerr=None, **k: points.append((x, y, yerr)) or
+                        real(self, x, y, yerr=yerr, **k))
+    assert "mnist_class-il_cost.png" in {p.name for p in report.write_plots(tmp_path)}
+    by_x = {x: (y, err) for x, y, err in points}  # two panels: parameters, then CPU seconds
+    assert set(by_x) == {2000.0, 20.0, 500.0, 5.0}
+    for x in (2000.0, 20.0):  # ewc: seeds at 50% and 70%, params 1000 and 3000, 10 and 30 s
+        assert by_x[x][0] == pytest.approx(60.0) and by_x[x][1] == pytest.approx(np.std([50, 70], ddof=1))
+    assert by_x[500.0] == (pytest.approx(20.0), None) and by_x[5.0] == (pytest.approx(20.0), None)  # one seed
 
 
 def test_one_budget_gives_one_table(results: Path) -> None:
