@@ -298,7 +298,7 @@ def cmd_tune(args, argv: list[str]) -> int:
                        f"(under {FLAT_POINTS}); the setting may have no effect, the best point is not a choice")
         if write:
             write_choice(args, memory, name, best, best_score, command,
-                          overridden=overridden, flat=(spread, len(scores)) if flat else None)
+                         overridden=overridden, flat=(spread, len(scores)) if flat else None)
     _write_ledger(args.results)
     return cli.EXIT_FAILED if failed or outcome.failed else 0
 
