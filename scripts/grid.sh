@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The full results grid (README, "Results"): each dataset's tuning, then its tables' cells, seeds 0-2.
+# The full results grid (README, "Results"): each dataset's tuning at the protocol's length, then
+# its tables' cells: Split-MNIST at seeds 0-9, Omniglot and Split-CIFAR-10 at seeds 0-2.
 #
 #   bash scripts/grid.sh [STAGE ...] [-- BENCH_ARGS ...]
 #
-# STAGE: mnist, tune-omniglot, omniglot, tune-cifar10, cifar10 (default: all, in this order).
+# STAGE: tune-mnist, tune-cifar10, tune-omniglot, mnist, cifar10, omniglot (default: all, in this
+# order). A tune stage runs each protocol's search (every method with a search space, the
+# protocol's epochs), then `bench tune --top-up` on it: a method the tuning ledger shows short of
+# looks gets the difference as more seeds of its points (docs/protocol.md, "Tuning").
 # BENCH_ARGS go to every bench command, e.g. `-- --jobs 2` or `-- --executor dask --scheduler ADDR`.
 # DATA_ROOT: a data root holding MNIST, Omniglot and CIFAR-10, as ../shared/data/make_data_root.py
-# lays out (default: $BENCH_DATA_ROOT, else ./data).
+# lays out (default: $BENCH_DATA_ROOT, else ./data). MNIST_SEEDS (default 10) and SEEDS (default
+# 3): the seeds of the Split-MNIST tables and of the others.
 #
 # Resumable: every finished cell and trial has a record and is skipped, so after an interruption
 # run the same command again. A tuning stage writes its choices into bench/protocols/*.toml: commit
@@ -16,30 +21,36 @@ set -euo pipefail
 stages=()
 while (($#)) && [[ $1 != -- ]]; do stages+=("$1"); shift; done
 [[ ${1:-} == -- ]] && shift
-((${#stages[@]})) || stages=(mnist tune-omniglot omniglot tune-cifar10 cifar10)
+((${#stages[@]})) || stages=(tune-mnist tune-cifar10 tune-omniglot mnist cifar10 omniglot)
 
 root=${DATA_ROOT:-${BENCH_DATA_ROOT:-./data}}
 common=(--data-root "$root" --no-download --threads 1 "$@")
 bench() { echo "+ python -m bench $*" >&2; python -m bench "$@"; }
+tune() {  # one protocol (and memory): its search, then the looks it is short of
+  bench tune "$@" "${common[@]}"
+  bench tune "$@" --top-up "${common[@]}"
+}
+tables() {  # DATASET SEEDS: its Class-IL tables (with the protocol's memory and without) and Task-IL
+  local dataset=$1 seeds=$2
+  if [[ $dataset != omniglot ]]; then  # Omniglot Class-IL does not fit the budget (docs/results.md)
+    bench run --scenario class-il --dataset "$dataset" --seeds "$seeds" "${common[@]}"
+    bench run --scenario class-il --dataset "$dataset" --memory 0 --seeds "$seeds" "${common[@]}"
+  fi
+  bench run --scenario task-il --dataset "$dataset" --seeds "$seeds" "${common[@]}"
+}
 
 for stage in "${stages[@]}"; do
   case $stage in
-    mnist)  # tuned in earlier sessions (trial records in results/tune/runs/)
-      bench run --scenario class-il --seeds 3 "${common[@]}"
-      bench run --scenario class-il --memory 0 --seeds 3 "${common[@]}"
-      bench run --scenario task-il --seeds 3 "${common[@]}" ;;
-    tune-omniglot)  # trials of 5 of the protocol's 10 epochs, for every method alike
-      bench tune --scenario task-il --dataset omniglot --epochs 5 "${common[@]}" ;;
-    omniglot)
-      bench run --scenario task-il --dataset omniglot --seeds 3 "${common[@]}" ;;
-    tune-cifar10)  # trials of 1 epoch, for every method alike
-      bench tune --scenario class-il --dataset cifar10 --epochs 1 "${common[@]}"
-      bench tune --scenario class-il --dataset cifar10 --memory 0 --epochs 1 "${common[@]}"
-      bench tune --scenario task-il --dataset cifar10 --epochs 1 "${common[@]}" ;;
-    cifar10)
-      bench run --scenario class-il --dataset cifar10 --seeds 3 "${common[@]}"
-      bench run --scenario class-il --dataset cifar10 --memory 0 --seeds 3 "${common[@]}"
-      bench run --scenario task-il --dataset cifar10 --seeds 3 "${common[@]}" ;;
-    *) echo "grid.sh: unknown stage $stage (mnist, tune-omniglot, omniglot, tune-cifar10, cifar10)" >&2; exit 2 ;;
+    tune-mnist|tune-cifar10)
+      dataset=${stage#tune-}
+      tune --scenario class-il --dataset "$dataset"
+      tune --scenario class-il --dataset "$dataset" --memory 0
+      tune --scenario task-il --dataset "$dataset" ;;
+    tune-omniglot)
+      tune --scenario task-il --dataset omniglot ;;
+    mnist) tables mnist "${MNIST_SEEDS:-10}" ;;
+    cifar10|omniglot) tables "$stage" "${SEEDS:-3}" ;;
+    *) echo "grid.sh: unknown stage $stage (tune-mnist, tune-cifar10, tune-omniglot, mnist, cifar10, omniglot)" >&2
+       exit 2 ;;
   esac
 done

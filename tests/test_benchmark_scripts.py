@@ -22,7 +22,7 @@ def test_ib_ratio_pairs_class_il_ib_with_replay(mnist_root, bench_env):
 
 
 def test_grid_mnist_stage_runs_its_three_tables_and_resumes(mnist_root, bench_env, tmp_path):
-    env = {**bench_env, "DATA_ROOT": str(mnist_root)}
+    env = {**bench_env, "DATA_ROOT": str(mnist_root), "MNIST_SEEDS": "3"}
     cmd = ["bash", "scripts/grid.sh", "mnist", "--", "--results", str(tmp_path), "--strategies", "naive,ewc",
            "--epochs", "1", "--jobs", "1"]
     first = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -34,6 +34,20 @@ def test_grid_mnist_stage_runs_its_three_tables_and_resumes(mnist_root, bench_en
     assert len(list((tmp_path / "runs").glob("*.json"))) == 3 * (1 + 2 + 2)
     again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stderr.count("already done: ") >= 3 * 4, again.stderr[-3000:]
+
+
+def test_grid_tune_stage_searches_each_protocol_then_tops_it_up(mnist_root, bench_env, tmp_path):
+    """tune-mnist: Class-IL at the protocol's memory and at 0, then Task-IL; each search followed by
+    its --top-up (here EWC is the only method: it is short of no one, so the top-up adds no trial)."""
+    env = {**bench_env, "DATA_ROOT": str(mnist_root)}
+    cmd = ["bash", "scripts/grid.sh", "tune-mnist", "--", "--results", str(tmp_path), "--strategies", "ewc",
+           "--epochs", "1", "--budget", "2", "--jobs", "1", "--no-write"]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    commands = [line for line in done.stderr.splitlines() if line.startswith("+ python -m bench tune")]
+    assert len(commands) == 6 and ["--top-up" in c for c in commands] == [False, True] * 3
+    assert done.stderr.count("ewc: 2 look(s) so far, the most-tuned other 0: seeds 0-0") == 3
+    assert len(list((tmp_path / "tune" / "runs").glob("*.json"))) == 3 * 2
 
 
 def test_grid_refuses_an_unknown_stage(bench_env):
