@@ -269,7 +269,7 @@ def _write_tables(results: Path, show: tuple[str, str] | None = None) -> None:
     records, _ = report.load_records(results)
     report.write_tables(results, records)
     frame = report.summary_frame(records)
-    write_overview(results, frame)
+    write_overview(results, frame, report.seed_frame(records))
     if show is not None and len(frame):
         frame = frame[(frame["dataset"] == show[0]) & (frame["scenario"] == show[1])]
     if len(frame):

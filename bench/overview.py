@@ -1,10 +1,12 @@
-"""The front page's two tables, from the same summary rows as every other table.
+"""The front page's tables, from the same summary rows as every other table.
 
 `headline.md`: mean final accuracy of every method (rows) in every setting the records
 cover (columns: dataset, scenario and, where a table is split by budget, the memory).
-`reference.md`: the reference's own figures (`reference_results.toml`) beside this
-suite's for the same setting. Both are written under `<results>/tables/` by
-`bench table` and copied into README.md between `<!-- bench:table NAME -->` markers.
+`separated.md`: per setting, in words, the methods the seeds do not separate from the best
+and the rank groups of the IB rows (bench/pairwise.py). `reference.md`: the reference's
+own figures (`reference_results.toml`) beside this suite's for the same setting. All are
+written under `<results>/tables/` by `bench table` and copied into README.md between
+`<!-- bench:table NAME -->` markers.
 """
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ import pandas as pd
 
 from bench.captions import DATASET_NAMES, budget, reference_results
 from bench.files import atomic_write
-from bench.summary import OLD_CODE_MARK, DIRTY_MARK, marks, strategy_rank
+from bench.pairwise import pairs, rank_groups
+from bench.significance import IB_ROWS
+from bench.summary import OLD_CODE_MARK, DIRTY_MARK, marks, seeds_of, strategy_rank
 from bench.tables import MISSING, markdown_table, split_by_budget
 
-OVERVIEW_TABLES = ("headline", "reference")
+OVERVIEW_TABLES = ("headline", "separated", "reference")
 DATASET_ORDER = ("mnist", "omniglot", "cifar10", "cifar100")
 _SHORT_DATASET = {"mnist": "MNIST", "omniglot": "Omni", "cifar10": "C10", "cifar100": "C100"}
 _SHORT_SCENARIO = {"class-il": "CIL", "task-il": "TIL"}
@@ -86,6 +90,27 @@ def headline(summary: pd.DataFrame) -> str:
     return f"{caption}\n\n{markdown_table(frame)}"
 
 
+def separated(summary: pd.DataFrame, seeds: pd.DataFrame) -> str:
+    """Per setting: the methods not separated from the best, and the IB rows' rank groups (Markdown)."""
+    lines = ["What the seeds separate, per setting (headers as in the headline table): the methods that a "
+             "paired t test over the seeds, Holm-corrected over the setting's pairs, does not separate from the "
+             "best by mean (joint not counted), and the rank groups the IB rows sit in (a: the best's); "
+             "every pair is under each table in docs/results.md.", ""]
+    for header, _, _, _, rows in settings_columns(summary):
+        labels, found = pairs(rows, seeds_of(seeds, rows))
+        if len(labels) < 2:
+            continue
+        groups = rank_groups(labels, found)
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        ib = [(label, [letters[i % 26] for i, g in enumerate(groups) if label in g])
+              for label, strategy in zip(rows["label"], rows["strategy"]) if strategy in IB_ROWS and label in labels]
+        where = "; ".join(f"{label} in {', '.join(found_in)}" for label, found_in in ib)
+        lines.append(f"- **{header}** ({len(labels)} methods, {sum(p.separated for p in found)} of {len(found)} "
+                     f"pairs separated): not separated from the best, {', '.join(groups[0])}"
+                     + (f"; {where}." if where else "."))
+    return "\n".join(lines) + "\n"
+
+
 def reference(summary: pd.DataFrame) -> str:
     """The reference's figure against this suite's for each method and setting the reference reports."""
     columns = {(d, s, tuple(b)): (header, rows) for header, d, s, b, rows in settings_columns(summary)}
@@ -118,12 +143,14 @@ def reference(summary: pd.DataFrame) -> str:
     return f"{caption}\n\n{markdown_table(frame)}"
 
 
-def write_overview(results_dir: str | os.PathLike, summary: pd.DataFrame) -> list[Path]:
-    """`headline.md` and `reference.md` under `<results>/tables/` (removed when there are no rows)."""
+def write_overview(results_dir: str | os.PathLike, summary: pd.DataFrame, seeds: pd.DataFrame) -> list[Path]:
+    """`headline.md`, `separated.md` and `reference.md` under `<results>/tables/` (removed when there are
+    no rows)."""
     out = Path(results_dir) / "tables"
     if summary.empty:
         for name in OVERVIEW_TABLES:
             (out / f"{name}.md").unlink(missing_ok=True)
         return []
     return [atomic_write(out / "headline.md", headline(summary)),
+            atomic_write(out / "separated.md", separated(summary, seeds)),
             atomic_write(out / "reference.md", reference(summary))]

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.overview import write_overview
 
     written = write_tables(args.results_dir, records)
-    written += write_overview(args.results_dir, summary_frame(records))
+    written += write_overview(args.results_dir, summary_frame(records), seed_frame(records))
     for path in written:
         if path.suffix == ".md":
             print(path.read_text(encoding="utf-8"))

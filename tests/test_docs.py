@@ -21,7 +21,7 @@ PAGES = {str(page): (REPO / page).read_text(encoding="utf-8") for page in readme
 def test_readme_is_a_short_front_page_with_one_link_for_each_question() -> None:
     text = PAGES["README.md"]
     assert len(text.splitlines()) <= 200
-    assert set(readme.blocks(text)) == {"headline", "reference"}
+    assert set(readme.blocks(text)) == {"headline", "separated", "reference"}
     for target in ("docs/results.md", "docs/protocol.md#tuning", "docs/methods.md", "docs/extending.md",
                    "docs/running.md", "docs/ib.md", "docs/distributed.md", "docs/notes/"):
         assert f"]({target})" in text, target
@@ -149,4 +149,20 @@ def test_headline_has_a_column_per_setting_and_a_row_per_method(tmp_path: Path) 
     assert rows["ib"] == ["–", "–", "95.0 ± 0.0"]
     # the reference's Split-MNIST Task-IL figure for IB (99.8) beside the suite's
     assert "99.8 / 95.0" in reference(summary)
-    assert [p.name for p in write_overview(tmp_path, summary)] == ["headline.md", "reference.md"]
+    assert [p.name for p in write_overview(tmp_path, summary, report.seed_frame(records))] == [
+        "headline.md", "separated.md", "reference.md"]
+
+
+def test_the_front_page_says_per_setting_what_the_seeds_separate(tmp_path: Path) -> None:
+    """separated.md: the methods not separated from the best (paired t, Holm over the setting's pairs)
+    and the IB rows' rank groups; naive, far below, is separated from both."""
+    from bench.overview import separated
+
+    records = []
+    for seed, (ib, replay, naive) in enumerate([(0.90, 0.89, 0.20), (0.92, 0.92, 0.21), (0.91, 0.905, 0.19),
+                                                (0.93, 0.925, 0.20)]):
+        records += [make_record("ib", seed, ib), make_record("replay", seed, replay),
+                    make_record("naive", seed, naive)]
+    text = separated(report.summary_frame(records), report.seed_frame(records))
+    assert ("- **MNIST CIL** (3 methods, 2 of 3 pairs separated): not separated from the best, ib + replay, "
+            "replay; ib + replay in a.") in text

@@ -189,7 +189,8 @@ def test_committed_tables_are_what_bench_table_writes_from_the_committed_records
     from bench.overview import write_overview
 
     records = report.load_records(REPO / "results")[0]
-    written = report.write_tables(tmp_path, records) + write_overview(tmp_path, report.summary_frame(records))
+    written = report.write_tables(tmp_path, records) + write_overview(tmp_path, report.summary_frame(records),
+                                                                    report.seed_frame(records))
     assert written
     for path in written:
         committed = REPO / "results" / "tables" / path.name
