@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench.captions import DATASET_NAMES, budget, reference_results
 from bench.files import atomic_write
-from bench.pairwise import pairs, rank_groups
+from bench.pairwise import group_letter, pairs, rank_groups
 from bench.significance import IB_ROWS
 from bench.summary import OLD_CODE_MARK, DIRTY_MARK, marks, seeds_of, strategy_rank
 from bench.tables import MISSING, markdown_table, split_by_budget
@@ -101,8 +101,7 @@ def separated(summary: pd.DataFrame, seeds: pd.DataFrame) -> str:
         if len(labels) < 2:
             continue
         groups = rank_groups(labels, found)
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        ib = [(label, [letters[i % 26] for i, g in enumerate(groups) if label in g])
+        ib = [(label, [group_letter(i) for i, g in enumerate(groups) if label in g])
               for label, strategy in zip(rows["label"], rows["strategy"]) if strategy in IB_ROWS and label in labels]
         where = "; ".join(f"{label} in {', '.join(found_in)}" for label, found_in in ib)
         lines.append(f"- **{header}** ({len(labels)} methods, {sum(p.separated for p in found)} of {len(found)} "

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.significance import LEVEL, _by_seed
+from bench.significance import LEVEL, _by_seed, _points
 
 NOT_COMPARED = ("joint",)  # the upper bound: trained on every task at once
 
@@ -57,12 +57,12 @@ def pairs(rows: pd.DataFrame, seeds: pd.DataFrame) -> tuple[list[str], list[Pair
             common = sorted(set(per_seed[a].index) & set(per_seed[b].index))
             d = per_seed[a][common].to_numpy(float) - per_seed[b][common].to_numpy(float)
             found.append((a, b, d))
-    tested = sorted((k for k, (_, _, d) in enumerate(found) if len(d) >= 2), key=lambda k: _p(found[k][2]))
-    m = len(tested)
+    raw = {k: _p(d) for k, (_, _, d) in enumerate(found) if len(d) >= 2}  # pair index -> p
+    m = len(raw)
     holm: dict[int, tuple[float, float]] = {}  # pair index -> (adjusted p, level of its interval)
     running = 0.0
-    for rank, k in enumerate(tested):
-        running = max(running, min(1.0, (m - rank) * _p(found[k][2])))
+    for rank, k in enumerate(sorted(raw, key=raw.get)):
+        running = max(running, min(1.0, (m - rank) * raw[k]))
         holm[k] = (running, 1 - (1 - LEVEL) / (m - rank))
     result = []
     for k, (a, b, d) in enumerate(found):
@@ -70,7 +70,7 @@ def pairs(rows: pd.DataFrame, seeds: pd.DataFrame) -> tuple[list[str], list[Pair
             result.append(Pair(a, b, float(d.mean()) if len(d) else math.nan, len(d), None))
             continue
         p_holm, level = holm[k]
-        result.append(Pair(a, b, float(d.mean()), len(d), _p(d), p_holm, _interval(d, level)))
+        result.append(Pair(a, b, float(d.mean()), len(d), raw[k], p_holm, _interval(d, level)))
     return labels, result
 
 
@@ -101,14 +101,18 @@ def rank_groups(labels: list[str], found: list[Pair]) -> list[list[str]]:
     return groups
 
 
+def group_letter(i: int) -> str:
+    """The name of the i-th rank group (a, b, ...)."""
+    return string.ascii_lowercase[i % 26]
+
+
 def pairwise_block(rows: pd.DataFrame, seeds: pd.DataFrame) -> str:
     """The rank groups in a sentence and every pair in a folded table (Markdown); empty under two rows."""
     labels, found = pairs(rows, seeds)
     if len(labels) < 2:
         return ""
     tested = [p for p in found if p.p is not None]
-    letters = string.ascii_lowercase
-    groups = "; ".join(f"{letters[i % 26]}: {', '.join(g)}" for i, g in enumerate(rank_groups(labels, found)))
+    groups = "; ".join(f"{group_letter(i)}: {', '.join(g)}" for i, g in enumerate(rank_groups(labels, found)))
     apart = sum(p.separated for p in found)
     head = (f"All pairs (joint not counted): of {len(found)} pairs, {apart} {'is' if apart == 1 else 'are'} separated "
             f"by a paired t test over the seeds each pair shares, Holm-corrected over the {len(tested)} tested "
@@ -117,13 +121,10 @@ def pairwise_block(rows: pd.DataFrame, seeds: pd.DataFrame) -> str:
              "|---|---|---:|---:|---:|---|"]
     for p in found:
         if p.p is None:
-            lines.append(f"| {p.a} | {p.b} | {_pts(p.diff)} | – | – | not tested ({p.seeds} shared seed) |")
+            lines.append(f"| {p.a} | {p.b} | {_points(p.diff)} | – | – | not tested ({p.seeds} shared seed) |")
             continue
         low, high = p.interval
-        lines.append(f"| {p.a} | {p.b} | {_pts(p.diff)} | [{_pts(low)}, {_pts(high)}] | {p.p_holm:.3g} "
+        lines.append(f"| {p.a} | {p.b} | {_points(p.diff)} | [{_points(low)}, {_points(high)}] | {p.p_holm:.3g} "
                      f"| {'yes' if p.separated else 'no'} |")
     return "\n".join([head, "", "<details><summary>Every pair</summary>", "", *lines, "", "</details>"])
 
-
-def _pts(fraction: float) -> str:
-    return f"{100 * fraction:+.2f}"

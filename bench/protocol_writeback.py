@@ -19,6 +19,11 @@ class EditError(ValueError):
     """The protocol's section is in a form the write-back does not edit."""
 
 
+def show_point(point: dict[str, Any]) -> str:
+    """A grid point as `key=value, ...`, as the tune's lines print it."""
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
 def destination(protocol_memory: Any, memory: int) -> str | None:
     """The protocol section a winner at `memory` goes into (None: this protocol runs no such row)."""
     if memory == protocol_memory:
@@ -136,5 +141,5 @@ def write_choice(args, memory: int, name: str, best: dict, score: float, command
             print_line(f"not written: {path}: {exc}")
             return
         atomic_write(path, new)
-    shown = ", ".join(f"{k}={v}" for k, v in best.items())
-    print_line(f"written to {path} [{where}.{name}]: {shown}" + (" (flat grid: not marked tuned)" if flat else ""))
+    print_line(f"written to {path} [{where}.{name}]: {show_point(best)}"
+               + (" (flat grid: not marked tuned)" if flat else ""))

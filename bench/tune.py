@@ -57,6 +57,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from bench.protocol_writeback import check_write_back, show_point, write_choice
+
 DEFAULT_BUDGET = 8
 FLAT_POINTS = 0.5  # max - min held-out accuracy (in points) under which a grid is called flat
 
@@ -163,7 +165,6 @@ def cmd_tune(args, argv: list[str]) -> int:
     from bench import cli, registry
     from bench.plan import UsageError, plan
     from bench import config as cfg
-    from bench.protocol_writeback import check_write_back, write_choice
     from bench.records import identity
     from bench.runner import Cell, finished_ok, print_line, record_path
 
@@ -229,9 +230,8 @@ def cmd_tune(args, argv: list[str]) -> int:
             ours = [cell for cell, _ in base if cell.config["strategy"] == name]
             seeds = _top_up_seeds(looks, name, len(points[name]),
                                   sum(trial_done(cell, point) for cell in ours for point in points[name]))
-            most = max((n for s, n in looks.items() if s != name), default=0)
-            print_line(f"  {name}: {looks.get(name, 0)} look(s) so far, the most-tuned other {most}: "
-                       f"seeds 0-{seeds - 1}")
+            print_line(f"  {name}: {looks.get(name, 0)} look(s) so far, the most-tuned other "
+                       f"{_most_other(looks, name)}: seeds 0-{seeds - 1}")
         print_line(f"  {name}: {grid}: {len(points[name])} trial(s)" + (f" x {seeds} seeds" if seeds else ""))
         trials[name] = []
         for point in points[name]:
@@ -242,7 +242,7 @@ def cmd_tune(args, argv: list[str]) -> int:
                 cells.append(Cell(config, record_path(plan_args.results, config), code=cell.code))
             problem = known[name].conflict(cells[0].config["params"]) if cells else None
             if problem:  # `run` would refuse these values together: not a trial, nothing to win
-                print_line(f"  not run: {name} {_show(point)}: `run` refuses it: {problem}")
+                print_line(f"  not run: {name} {show_point(point)}: `run` refuses it: {problem}")
                 refused += 1
                 continue
             for trial in cells:
@@ -276,9 +276,9 @@ def cmd_tune(args, argv: list[str]) -> int:
             score = _mean_score(cells)
             why = None if score is not None else _missing_reason(cells, elsewhere)
             text = f"{100 * score:.2f}%" if score is not None else why
-            print(f"{args.dataset} {args.scenario} {name} {_show(point)}: held-out final accuracy {text}")
+            print(f"{args.dataset} {args.scenario} {name} {show_point(point)}: held-out final accuracy {text}")
             if score is None:
-                missing.append(f"{_show(point)} ({why})")
+                missing.append(f"{show_point(point)} ({why})")
             else:
                 scores.append((score, point))
         if missing:
@@ -292,7 +292,7 @@ def cmd_tune(args, argv: list[str]) -> int:
         best_score, best = max(scores, key=lambda item: item[0])
         spread = 100 * (best_score - min(score for score, _ in scores))
         flat = len(scores) > 1 and spread < FLAT_POINTS
-        print(f"{args.dataset} {args.scenario} {name}: best {_show(best)} ({100 * best_score:.2f}%)")
+        print(f"{args.dataset} {args.scenario} {name}: best {show_point(best)} ({100 * best_score:.2f}%)")
         if flat:
             print_line(f"warning: {name}: flat grid: all {len(scores)} trials within {spread:.2f} points "
                        f"(under {FLAT_POINTS}); the setting may have no effect, the best point is not a choice")
@@ -324,10 +324,14 @@ def _looks(results: Path, dataset: str, scenario: str, memory: int) -> dict[str,
             if (line.dataset, line.scenario, line.memory) == (dataset, scenario, memory)}
 
 
+def _most_other(looks: dict[str, int], name: str) -> int:
+    """The looks of the most-tuned strategy other than `name`: what a top-up brings `name` to."""
+    return max((n for s, n in looks.items() if s != name), default=0)
+
+
 def _most_seeds(looks: dict[str, int], name: str, points: int) -> int:
     """Seeds to plan for a top-up: enough for the target, and for every look the ledger counts."""
-    target = max((n for s, n in looks.items() if s != name), default=0)
-    return max(1, -(-max(target, looks.get(name, 0)) // points))
+    return max(1, -(-max(_most_other(looks, name), looks.get(name, 0)) // points))
 
 
 def _top_up_seeds(looks: dict[str, int], name: str, points: int, done: int) -> int:
@@ -335,9 +339,8 @@ def _top_up_seeds(looks: dict[str, int], name: str, points: int, done: int) -> i
     other strategy. `done` of this search's trials are already among the looks: the rest are
     looks it had before (earlier searches, other lengths), so a rerun of the same command asks
     for the same seeds."""
-    target = max((n for s, n in looks.items() if s != name), default=0)
     before = looks.get(name, 0) - done
-    return max(1, -(-(target - before) // points))
+    return max(1, -(-(_most_other(looks, name) - before) // points))
 
 
 def print_ledger(args) -> int:
@@ -408,14 +411,10 @@ def _mean_score(cells: list) -> float | None:
 
 
 def _describe(config: dict) -> str:
-    return f"{config['strategy']} seed {config['seed']} {_show(config['params'])}"
+    return f"{config['strategy']} seed {config['seed']} {show_point(config['params'])}"
 
 
 def _score_text(record: dict) -> str:
     if record.get("status") != "ok":
         return f"FAILED: {record.get('error')}"
     return f"held-out final accuracy {100 * record['metrics']['final_acc']:.2f}%"
-
-
-def _show(point: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in point.items())
