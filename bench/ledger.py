@@ -20,7 +20,8 @@ counts the searches, the trials whose point is not in today's search space
 ("off today's grid"), and the trials beyond one search of today's grid
 ("beyond one search": grid moves, reruns by newer code, other lengths, extra
 seeds, diagnostic looks). "Short of the most" is how many trials fewer than the
-most-tuned method of the same protocol and memory it had.
+most-tuned method of the same protocol and memory it had; "top-up" how many of its
+trials `bench tune --top-up` added (their records' command says so).
 
 No torch, no pandas: `python -m bench tune --ledger` is cheap.
 """
@@ -50,6 +51,12 @@ class Line:
     off_grid: int = 0
     other_looks: int = 0  # held-out cells of `bench run --holdout`, not trials of `bench tune`
     one_search: int | None = None  # trials one search of today's grid takes (None: no space today)
+    top_up: int = 0  # trials that `bench tune --top-up` added to even out the looks
+
+
+def is_top_up(command: Any) -> bool:
+    """Whether a record's command line was a `bench tune --top-up`."""
+    return isinstance(command, str) and "--top-up" in command.split()
 
 
 def _records(folder: Path) -> Iterable[Any]:
@@ -102,6 +109,7 @@ def ledger(results: Path, protocols: dict[tuple[str, str], dict] | None = None) 
             line.other_looks += 1
             continue
         line.trials += 1
+        line.top_up += is_top_up(record.get("command"))
         line.failed += record.get("status") != "ok"
         line.points.add(json.dumps(params, sort_keys=True))
         line.searches.add((record.get("command"), record.get("code"), config.get("epochs")))
@@ -141,7 +149,9 @@ def markdown(lines: list[Line], protocols: dict[tuple[str, str], dict] | None = 
            "command run by one code version at one length. Off today's grid: trials whose point left the "
            "protocol's search space (the grid moved). Beyond one search: trials more than one search of "
            "today's grid takes. Short of the most: trials fewer than the most-tuned method of the same "
-           "protocol and memory. Other looks: `bench run --holdout` cells.", ""]
+           "protocol and memory. Other looks: `bench run --holdout` cells. Top-up: trials that `bench tune --top-up` "
+           "added to even out the looks (whole seeds of a method's points, so a method may end a few trials "
+           "above the target: the most-tuned other method's trials before top-ups).", ""]
     by_protocol: dict[tuple, list[Line]] = defaultdict(list)
     for line in lines:
         by_protocol[(line.dataset, line.scenario)].append(line)
@@ -150,8 +160,8 @@ def markdown(lines: list[Line], protocols: dict[tuple[str, str], dict] | None = 
         out += [f"## {dataset} {scenario}" + (f" (protocol: {protocol_epochs} epochs per task)"
                                               if protocol_epochs else ""), "",
                 "| memory | method | trials | failed | points | searches | trial epochs | off today's grid "
-                "| one search today | beyond one search | short of the most | other looks |",
-                "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+                "| one search today | beyond one search | short of the most | other looks | top-up |",
+                "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
         most = defaultdict(int)
         for line in group:
             most[line.memory] = max(most[line.memory], line.trials)
@@ -162,7 +172,7 @@ def markdown(lines: list[Line], protocols: dict[tuple[str, str], dict] | None = 
             off = "-" if line.one_search is None else str(line.off_grid)
             out.append(f"| {line.memory} | {line.strategy} | {line.trials} | {line.failed} | {len(line.points)} "
                        f"| {len(line.searches)} | {epochs} | {off} | {one} | {beyond} "
-                       f"| {most[line.memory] - line.trials} | {line.other_looks} |")
+                       f"| {most[line.memory] - line.trials} | {line.other_looks} | {line.top_up} |")
         out.append("")
     return "\n".join(out)
 

@@ -45,6 +45,9 @@ After a tune, the ledger of looks per method (bench/ledger.py) is rewritten unde
 method that the ledger shows short of looks the difference: its points are scored over
 seeds 0, 1, ... until its looks, this search's included, reach those of the most-tuned
 other method of the protocol and memory; the winner is the best mean over those seeds.
+The target counts the other methods' looks without their own top-ups: whole seeds
+overshoot it by different amounts, and a target that counted them would rise with every
+rerun of an interrupted top-up.
 """
 from __future__ import annotations
 
@@ -230,8 +233,8 @@ def cmd_tune(args, argv: list[str]) -> int:
             ours = [cell for cell, _ in base if cell.config["strategy"] == name]
             seeds = _top_up_seeds(looks, name, len(points[name]),
                                   sum(trial_done(cell, point) for cell in ours for point in points[name]))
-            print_line(f"  {name}: {looks.get(name, 0)} look(s) so far, the most-tuned other "
-                       f"{_most_other(looks, name)}: seeds 0-{seeds - 1}")
+            print_line(f"  {name}: {looks[name][0] if name in looks else 0} look(s) so far, the most-tuned "
+                       f"other {_most_other(looks, name)} before top-ups: seeds 0-{seeds - 1}")
         print_line(f"  {name}: {grid}: {len(points[name])} trial(s)" + (f" x {seeds} seeds" if seeds else ""))
         trials[name] = []
         for point in points[name]:
@@ -316,30 +319,33 @@ def _trial_config(config: dict[str, Any], point: dict[str, Any], epochs: int | N
     return config
 
 
-def _looks(results: Path, dataset: str, scenario: str, memory: int) -> dict[str, int]:
-    """Trials per strategy at this protocol and memory, as the ledger counts them."""
+def _looks(results: Path, dataset: str, scenario: str, memory: int) -> dict[str, tuple[int, int]]:
+    """Per strategy at this protocol and memory: its trials as the ledger counts them, and how
+    many of them top-ups added."""
     from bench import ledger
 
-    return {line.strategy: line.trials for line in ledger.ledger(results)
+    return {line.strategy: (line.trials, line.top_up) for line in ledger.ledger(results)
             if (line.dataset, line.scenario, line.memory) == (dataset, scenario, memory)}
 
 
-def _most_other(looks: dict[str, int], name: str) -> int:
-    """The looks of the most-tuned strategy other than `name`: what a top-up brings `name` to."""
-    return max((n for s, n in looks.items() if s != name), default=0)
+def _most_other(looks: dict[str, tuple[int, int]], name: str) -> int:
+    """What a top-up brings `name` to: the looks of the most-tuned other strategy, its own top-ups
+    not counted (they overshoot by up to a seed's points; counting them would raise the target
+    at every rerun)."""
+    return max((trials - top_up for s, (trials, top_up) in looks.items() if s != name), default=0)
 
 
-def _most_seeds(looks: dict[str, int], name: str, points: int) -> int:
+def _most_seeds(looks: dict[str, tuple[int, int]], name: str, points: int) -> int:
     """Seeds to plan for a top-up: enough for the target, and for every look the ledger counts."""
-    return max(1, -(-max(_most_other(looks, name), looks.get(name, 0)) // points))
+    return max(1, -(-max(_most_other(looks, name), looks.get(name, (0, 0))[0]) // points))
 
 
-def _top_up_seeds(looks: dict[str, int], name: str, points: int, done: int) -> int:
+def _top_up_seeds(looks: dict[str, tuple[int, int]], name: str, points: int, done: int) -> int:
     """How many seeds (0, 1, ...) of its `points` give `name` at least the looks of the most-tuned
     other strategy. `done` of this search's trials are already among the looks: the rest are
     looks it had before (earlier searches, other lengths), so a rerun of the same command asks
     for the same seeds."""
-    before = looks.get(name, 0) - done
+    before = looks.get(name, (0, 0))[0] - done
     return max(1, -(-(_most_other(looks, name) - before) // points))
 
 

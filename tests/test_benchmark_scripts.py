@@ -46,7 +46,7 @@ def test_grid_tune_stage_searches_each_protocol_then_tops_it_up(mnist_root, benc
     assert done.returncode == 0, done.stderr[-3000:]
     commands = [line for line in done.stderr.splitlines() if line.startswith("+ python -m bench tune")]
     assert len(commands) == 6 and ["--top-up" in c for c in commands] == [False, True] * 3
-    assert done.stderr.count("ewc: 2 look(s) so far, the most-tuned other 0: seeds 0-0") == 3
+    assert done.stderr.count("ewc: 2 look(s) so far, the most-tuned other 0 before top-ups: seeds 0-0") == 3
     assert len(list((tmp_path / "tune" / "runs").glob("*.json"))) == 3 * 2
 
 

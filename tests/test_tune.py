@@ -366,11 +366,45 @@ def test_top_up_gives_a_method_short_of_looks_the_difference_as_more_seeds(proto
     capsys.readouterr()
     assert cli.main(tune_args(mnist_root, results, "--budget", "2", "--top-up")) == 0
     err = capsys.readouterr().err
-    assert "ewc: 2 look(s) so far, the most-tuned other 5: seeds 0-2" in err
+    assert "ewc: 2 look(s) so far, the most-tuned other 5 before top-ups: seeds 0-2" in err
     assert "4 trial(s) to run, 2 already done" in err
     [line] = [x for x in ledger.ledger(results) if x.strategy == "ewc"]
     assert line.trials == 6
     assert sorted({json.loads(p.read_text())["config"]["seed"] for p in runs.glob("mnist_*ewc*.json")}) == [0, 1, 2]
     assert cli.main(tune_args(mnist_root, results, "--budget", "2", "--top-up")) == 0
     err = capsys.readouterr().err
-    assert "ewc: 6 look(s) so far, the most-tuned other 5: seeds 0-2" in err and "0 trial(s) to run" in err
+    assert "ewc: 6 look(s) so far, the most-tuned other 5 before top-ups: seeds 0-2" in err and "0 trial(s) to run" in err
+
+
+def test_a_top_up_rerun_does_not_raise_its_target_with_the_other_methods_top_ups(protocols, mnist_root, tmp_path,
+                                                                                  capsys):
+    """Whole seeds overshoot: SI has 5 looks (records made here), EWC 2 points and an older look, LwF 2
+    points. The top-up brings EWC to 1 + 2 seeds x 2 = 5 and LwF to 3 seeds x 2 = 6. Rerun (as after an
+    interruption), EWC must not chase LwF's 6: the target is the most looks before top-ups, 5."""
+    import json
+
+    from bench import ledger
+
+    path = protocols / "mnist-class-il.toml"
+    path.write_text(path.read_text() + "\n[tune.lwf]\nalpha = [0.5, 1.0]\n")
+    results = tmp_path / "results"
+    both = ("--strategies", "ewc,lwf", "--budget", "2")
+    assert cli.main(tune_args(mnist_root, results, *both)) == 0
+    runs = results / "tune" / "runs"
+    trial = json.loads(next(runs.glob("*ewc*.json")).read_text())
+    trial["config"].update(params={"lambda": 7.0}, hash="older")  # an earlier search's look at EWC
+    (runs / "ewc_older.json").write_text(json.dumps(trial))
+    for i in range(5):
+        trial["config"].update(strategy="si", params={"lambda": float(i)}, hash=f"si{i}")
+        (runs / f"si_{i}.json").write_text(json.dumps(trial))
+
+    def trials() -> dict[str, int]:
+        return {x.strategy: x.trials for x in ledger.ledger(results)}
+
+    for _ in range(2):
+        assert cli.main(tune_args(mnist_root, results, *both, "--top-up")) == 0
+        err = capsys.readouterr().err
+        assert "the most-tuned other 5 before top-ups: seeds 0-1" in err  # EWC's
+        assert "the most-tuned other 5 before top-ups: seeds 0-2" in err  # LwF's
+        assert trials() == {"ewc": 5, "lwf": 6, "si": 5}
+    assert "0 trial(s) to run" in err
