@@ -13,23 +13,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.plan import UsageError, check_device, plan  # noqa: F401  (plan: the tests call it here)
-
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+from bench.executors import (  # noqa: F401  (the exit codes and execute: the tests use them here)
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, add_executor_arguments, check_executor, count, execute)
+from bench.plan import UsageError, plan  # noqa: F401  (plan: the tests call it here)
 DATASETS = ("mnist", "cifar10", "cifar100", "omniglot")
 SCENARIOS = ("class-il", "task-il")
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
 
 
 def _fraction(text: str) -> float:
@@ -52,11 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategies", default=None,
                      help="comma-separated names (default: every strategy that applies)")
     seeds = run.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=_count(1), default=None, help="run seeds 0..N-1 (default 1)")
-    seeds.add_argument("--seed", type=_count(0), default=None, help="run this one seed")
-    run.add_argument("--memory", type=_count(0), default=None,
+    seeds.add_argument("--seeds", type=count(1), default=None, help="run seeds 0..N-1 (default 1)")
+    seeds.add_argument("--seed", type=count(0), default=None, help="run this one seed")
+    run.add_argument("--memory", type=count(0), default=None,
                      help="replay budget in exemplars (default: the protocol's, 200 class-il, 0 task-il)")
-    run.add_argument("--epochs", type=_count(1), default=None, help="epochs per task (default: the protocol's)")
+    run.add_argument("--epochs", type=count(1), default=None, help="epochs per task (default: the protocol's)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a protocol setting, e.g. optimizer.lr=0.01 or strategies.ewc.lambda=100")
     run.add_argument("--holdout", type=_fraction, default=0.0,
@@ -65,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", "./data"),
                      help="folder with the datasets in their official layouts (default: $BENCH_DATA_ROOT, else ./data)")
     run.add_argument("--results", type=Path, default=Path("results"))
-    run.add_argument("--jobs", type=_count(1), default=os.cpu_count() or 1,
+    run.add_argument("--jobs", type=count(1), default=os.cpu_count() or 1,
                      help="cells run in N worker processes at once (default: one per CPU core)")
-    run.add_argument("--threads", type=_count(1), default=1,
+    run.add_argument("--threads", type=count(1), default=1,
                      help="torch threads per cell (default 1), the same whatever --jobs is: "
                           "the thread count changes float results, so keep it fixed to reproduce a run")
     run.add_argument("--force", action="store_true",
@@ -81,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench.tune import add_parser
 
-    add_executor_arguments(add_parser(sub, _count, _fraction, DATASETS, SCENARIOS))
+    add_executor_arguments(add_parser(sub, count, _fraction, DATASETS, SCENARIOS))
 
     for name, text in (("table", "rebuild the tables from stored records"),
                        ("plot", "draw accuracy and learning curves and accuracy-matrix heatmaps from stored records")):
@@ -220,45 +208,6 @@ def cmd_run(args, argv: list[str]) -> int:
                    f"the records are stored, rebuild with: python -m bench table --results {args.results}")
         return EXIT_FAILED
     return EXIT_FAILED if outcome.failed or outcome.not_run else 0
-
-
-def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """--executor, --scheduler, --cells-per-gpu: where the cells of `run` and `tune` are trained."""
-    parser.add_argument("--executor", choices=("local", "dask"), default="local",
-                        help="local: a process pool on this machine (default); dask: Dask workers, an embedded "
-                             "cluster of --jobs workers on 127.0.0.1 unless --scheduler is given")
-    parser.add_argument("--scheduler", default=None,
-                        help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786 "
-                             "(default: $BENCH_DASK_SCHEDULER; with --executor dask)")
-    parser.add_argument("--cells-per-gpu", type=_count(1), default=1,
-                        help="with --executor dask and --device cuda, each cell asks for 1/K of a GPU resource")
-
-
-def check_executor(args) -> str | None:
-    """The Dask scheduler address to use (None: an embedded cluster, or the local pool); exit 2 on a bad mix."""
-    if args.executor == "local":
-        if args.scheduler:
-            raise UsageError("--scheduler needs --executor dask")
-        return None
-    return args.scheduler or os.environ.get("BENCH_DASK_SCHEDULER") or None
-
-
-def execute(todo: list, args, command: str, on_done=None, on_skip=None):
-    """Train the cells with the chosen executor; both claim cells and store records the same way."""
-    from bench.runner import run_cells
-
-    device = check_device(args.device)
-    if args.executor == "local":
-        return run_cells(todo, args.data_root, jobs=args.jobs, device=device, command=command, on_done=on_done,
-                         threads=args.threads, force=args.force, on_skip=on_skip)
-    from bench import dask_executor
-
-    try:
-        return dask_executor.run_cells(todo, args.data_root, jobs=args.jobs, device=device, command=command,
-                                       on_done=on_done, threads=args.threads, force=args.force, on_skip=on_skip,
-                                       scheduler=check_executor(args), cells_per_gpu=args.cells_per_gpu)
-    except dask_executor.SchedulerUnreachable as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _write_tables(results: Path, show: tuple[str, str] | None = None) -> None:

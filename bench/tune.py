@@ -165,7 +165,8 @@ def trial_points(space: dict[str, list], budget: int, seed: int) -> list[dict[st
 
 
 def cmd_tune(args, argv: list[str]) -> int:
-    from bench import cli, registry
+    from bench import registry
+    from bench.executors import EXIT_FAILED, EXIT_INTERRUPTED, check_executor, execute
     from bench.plan import UsageError, plan
     from bench import config as cfg
     from bench.records import identity
@@ -257,19 +258,19 @@ def cmd_tune(args, argv: list[str]) -> int:
             trials[name].append((point, cells))
     print_line(f"{len(todo)} trial(s) to run, {done} already done" +
                (f", {refused} not run (settings `run` refuses)" if refused else ""))
-    cli.check_executor(args)
+    check_executor(args)
     elsewhere: set[str] = set()
 
     def on_skip(cell, why):
         elsewhere.add(str(cell.path))
         print_line(f"  trial {_describe(cell.config)}: not run here, {why}")
 
-    outcome = cli.execute(todo, args, "python -m bench " + shlex.join(argv),
+    outcome = execute(todo, args, "python -m bench " + shlex.join(argv),
                           on_done=lambda cell, rec: print_line(f"  trial {_describe(cell.config)}: {_score_text(rec)}"),
                           on_skip=on_skip)
     if outcome.interrupted:
         print_line("interrupted: run the same command again to finish the remaining trials")
-        return cli.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
 
     command = "python -m bench " + shlex.join(argv)
     failed = False
@@ -303,7 +304,7 @@ def cmd_tune(args, argv: list[str]) -> int:
             write_choice(args, memory, name, best, best_score, command,
                          overridden=overridden, flat=(spread, len(scores)) if flat else None)
     _write_ledger(args.results)
-    return cli.EXIT_FAILED if failed or outcome.failed else 0
+    return EXIT_FAILED if failed or outcome.failed else 0
 
 
 def _trial_config(config: dict[str, Any], point: dict[str, Any], epochs: int | None) -> dict[str, Any]:
