@@ -206,7 +206,7 @@ def cmd_tune(args, argv: list[str]) -> int:
     plan_args.results = args.results / "tune"
     points = {name: trial_points(spaces[name], budget, args.seed or 0) for name in chosen}
     if args.top_up:
-        looks = _looks(args.results, args.dataset, args.scenario, memory)
+        looks = looks_at(args.results, args.dataset, args.scenario, memory)
         plan_args.seeds = max(_most_seeds(looks, name, len(points[name])) for name in chosen)
     base, _ = plan(plan_args)  # every check of `run`, and the data loaded once
     overridden = _overridden(args, protocol, chosen)
@@ -232,7 +232,7 @@ def cmd_tune(args, argv: list[str]) -> int:
         seeds = None
         if args.top_up:
             ours = [cell for cell, _ in base if cell.config["strategy"] == name]
-            seeds = _top_up_seeds(looks, name, len(points[name]),
+            seeds = top_up_seeds(looks, name, len(points[name]),
                                   sum(trial_done(cell, point) for cell in ours for point in points[name]))
             print_line(f"  {name}: {looks[name][0] if name in looks else 0} look(s) so far, the most-tuned "
                        f"other {_most_other(looks, name)} before top-ups: seeds 0-{seeds - 1}")
@@ -320,7 +320,7 @@ def _trial_config(config: dict[str, Any], point: dict[str, Any], epochs: int | N
     return config
 
 
-def _looks(results: Path, dataset: str, scenario: str, memory: int) -> dict[str, tuple[int, int]]:
+def looks_at(results: Path, dataset: str, scenario: str, memory: int) -> dict[str, tuple[int, int]]:
     """Per strategy at this protocol and memory: its trials as the ledger counts them, and how
     many of them top-ups added."""
     from bench import ledger
@@ -341,7 +341,7 @@ def _most_seeds(looks: dict[str, tuple[int, int]], name: str, points: int) -> in
     return max(1, -(-max(_most_other(looks, name), looks.get(name, (0, 0))[0]) // points))
 
 
-def _top_up_seeds(looks: dict[str, tuple[int, int]], name: str, points: int, done: int) -> int:
+def top_up_seeds(looks: dict[str, tuple[int, int]], name: str, points: int, done: int) -> int:
     """How many seeds (0, 1, ...) of its `points` give `name` at least the looks of the most-tuned
     other strategy. `done` of this search's trials are already among the looks: the rest are
     looks it had before (earlier searches, other lengths), so a rerun of the same command asks

@@ -8,6 +8,8 @@
 # order). A tune stage runs each protocol's search (every method with a search space, the
 # protocol's epochs), then `bench tune --top-up` on it: a method the tuning ledger shows short of
 # looks gets the difference as more seeds of its points (docs/protocol.md, "Tuning").
+# search-DATASET and top-up-DATASET run one half of tune-DATASET, so that every search can come
+# before the top-ups (which cost more: scripts/grid_cost.py --estimate lists both).
 # BENCH_ARGS go to every bench command, e.g. `-- --jobs 2` or `-- --executor dask --scheduler ADDR`.
 # DATA_ROOT: a data root holding MNIST, Omniglot and CIFAR-10, as ../shared/data/make_data_root.py
 # lays out (default: $BENCH_DATA_ROOT, else ./data). MNIST_SEEDS (default 10) and SEEDS (default
@@ -26,9 +28,10 @@ while (($#)) && [[ $1 != -- ]]; do stages+=("$1"); shift; done
 root=${DATA_ROOT:-${BENCH_DATA_ROOT:-./data}}
 common=(--data-root "$root" --no-download --threads 1 "$@")
 bench() { echo "+ python -m bench $*" >&2; python -m bench "$@"; }
-tune() {  # one protocol (and memory): its search, then the looks it is short of
-  bench tune "$@" "${common[@]}"
-  bench tune "$@" --top-up "${common[@]}"
+tune() {  # STEPS (tune, search or top-up) of one protocol and memory: its search, the looks it is short of
+  local steps=$1; shift
+  if [[ $steps != top-up ]]; then bench tune "$@" "${common[@]}"; fi
+  if [[ $steps != search ]]; then bench tune "$@" --top-up "${common[@]}"; fi
 }
 tables() {  # DATASET SEEDS: its Class-IL tables (with the protocol's memory and without) and Task-IL
   local dataset=$1 seeds=$2
@@ -41,16 +44,16 @@ tables() {  # DATASET SEEDS: its Class-IL tables (with the protocol's memory and
 
 for stage in "${stages[@]}"; do
   case $stage in
-    tune-mnist|tune-cifar10)
-      dataset=${stage#tune-}
-      tune --scenario class-il --dataset "$dataset"
-      tune --scenario class-il --dataset "$dataset" --memory 0
-      tune --scenario task-il --dataset "$dataset" ;;
-    tune-omniglot)
-      tune --scenario task-il --dataset omniglot ;;
+    tune-mnist|tune-cifar10|search-mnist|search-cifar10|top-up-mnist|top-up-cifar10)
+      dataset=${stage##*-} steps=${stage%-*}
+      tune "$steps" --scenario class-il --dataset "$dataset"
+      tune "$steps" --scenario class-il --dataset "$dataset" --memory 0
+      tune "$steps" --scenario task-il --dataset "$dataset" ;;
+    tune-omniglot|search-omniglot|top-up-omniglot)
+      tune "${stage%-*}" --scenario task-il --dataset omniglot ;;
     mnist) tables mnist "${MNIST_SEEDS:-10}" ;;
     cifar10|omniglot) tables "$stage" "${SEEDS:-3}" ;;
-    *) echo "grid.sh: unknown stage $stage (tune-mnist, tune-cifar10, tune-omniglot, mnist, cifar10, omniglot)" >&2
+    *) echo "grid.sh: unknown stage $stage (tune-, search- or top-up-DATASET; mnist, cifar10, omniglot)" >&2
        exit 2 ;;
   esac
 done

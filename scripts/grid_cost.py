@@ -14,10 +14,13 @@ memory-free methods sit at memory 0). Totals per part close the listing.
 scenarios) or DATASET-SCENARIO; Class-IL is planned at the protocol's memory and at 0. Every
 registered method that applies is planned, as `bench run` plans it (a memory-free method once per
 stream), and each gets the mean wall time of its cells in RESULTS/runs at the protocol's epochs
-(else of its tuning trials at those epochs); the tuning line counts one search per method with a
-search space (the budget, or the whole grid when smaller) at that cost. Methods with no cell at
-the protocol's epochs are listed as unmeasured and left out of the sums. The times are those of
-the code that made the records: a method changed since costs what it costs now.
+(else of its tuning trials at those epochs). The tuning that is left is listed per method with a
+search space: the trials its search at the protocol's length still needs by today's code (the
+trials of today's points at seed 0 that have no record by the code a cell runs now) and the trials
+`bench tune --top-up` would add after it (bench/tune.py's rule, applied to the ledger as it will
+stand once the searches are done), priced the same way. Methods with no cell at the protocol's
+epochs are listed as unmeasured and left out of the sums. The times are those of the code that made
+the records: a method changed since costs what it costs now.
 """
 from __future__ import annotations
 
@@ -98,29 +101,22 @@ def estimate(plan: dict[str, int], results: Path) -> str:
     """The estimate's listing: per planned cell group its seeds and hours, per table its tuning."""
     from bench import config as cfg
     from bench import registry
-    from bench.tune import search_spaces
 
     known = registry.strategies()
     records = [r for sub in PARTS.values() if (results / sub).is_dir() for r in load_records(results / sub)]
     lines = [f"{'dataset':<9} {'table':<20} {'method':<18} {'seeds':>5} {'h/cell':>7} {'cell-h':>7}  from"]
     planned: dict[tuple, int] = {}  # (dataset, scenario, memory used, method) -> seeds
-    tuning: list[tuple[str, str, int, str, int]] = []
+    tables: set[tuple[str, str, int]] = set()
     for key, seeds in plan.items():
         for dataset, scenario, memory in planned_tables(key):
+            tables.add((dataset, scenario, memory))
             protocol = cfg.load_protocol(dataset, scenario)
-            budget, spaces = search_spaces(protocol, known, memory)
             for name, info in known.items():
                 if info.why_not(dataset, scenario, memory, protocol.get("backbone")) is not None:
                     continue
                 used = 0 if info.memory == "none" else memory
                 planned[(dataset, scenario, used, name)] = max(seeds, planned.get((dataset, scenario, used, name), 0))
-                if name in spaces:
-                    size = 1
-                    for values in spaces[name].values():
-                        size *= len(values)
-                    tuning.append((dataset, scenario, memory, name, min(budget, size)))
     total, unmeasured = 0.0, []
-    per_cell: dict[tuple, float] = {}
     for (dataset, scenario, memory, name), seeds in sorted(planned.items()):
         epochs = cfg.load_protocol(dataset, scenario).get("epochs")
         hours, source = _cell_hours(records, dataset, scenario, memory, name, epochs)
@@ -129,21 +125,71 @@ def estimate(plan: dict[str, int], results: Path) -> str:
             unmeasured.append(f"{dataset} {table} {name}")
             lines.append(f"{dataset:<9} {table:<20} {name:<18} {seeds:>5} {'?':>7} {'?':>7}  unmeasured")
             continue
-        per_cell[(dataset, scenario, memory, name)] = hours
         total += seeds * hours
         lines.append(f"{dataset:<9} {table:<20} {name:<18} {seeds:>5} {hours:>7.3f} {seeds * hours:>7.2f}  {source}")
-    tune_total, tune_unmeasured = 0.0, 0
-    for dataset, scenario, memory, name, trials in tuning:
-        hours = per_cell.get((dataset, scenario, memory, name))
-        if hours is None:
-            tune_unmeasured += 1
-        else:
-            tune_total += trials * hours
     lines.append(f"grid: {sum(planned.values())} cells, {total:.1f} cell-hours measured "
                  f"(~{total / 2:.1f} hours two at a time), {len(unmeasured)} method-tables unmeasured")
-    lines.append(f"tuning: {sum(t[-1] for t in tuning)} trials in {len(tuning)} searches, {tune_total:.1f} "
-                 f"cell-hours measured (~{tune_total / 2:.1f} hours two at a time), {tune_unmeasured} searches unmeasured")
+    lines += ["", f"{'dataset':<9} {'table':<20} {'method':<18} {'search':>6} {'top-up':>6} {'h/trial':>7} "
+                  f"{'cell-h':>7}  (tuning left)"]
+    tune_total, tune_trials, tune_unmeasured = 0.0, [0, 0], 0
+    for dataset, scenario, memory in sorted(tables):
+        epochs = cfg.load_protocol(dataset, scenario).get("epochs")
+        for name, used, search, top_up in tuning_left(records, results, dataset, scenario, memory):
+            tune_trials[0] += search
+            tune_trials[1] += top_up
+            if not search + top_up:
+                continue
+            hours, _ = _cell_hours(records, dataset, scenario, used, name, epochs)
+            table = f"{scenario} memory {used}"
+            if hours is None:
+                tune_unmeasured += 1
+                lines.append(f"{dataset:<9} {table:<20} {name:<18} {search:>6} {top_up:>6} {'?':>7} {'?':>7}")
+                continue
+            tune_total += (search + top_up) * hours
+            lines.append(f"{dataset:<9} {table:<20} {name:<18} {search:>6} {top_up:>6} {hours:>7.3f} "
+                         f"{(search + top_up) * hours:>7.2f}")
+    lines.append(f"tuning left: {sum(tune_trials)} trials ({tune_trials[0]} in searches, {tune_trials[1]} in "
+                 f"top-ups), {tune_total:.1f} cell-hours measured (~{tune_total / 2:.1f} hours two at a time), "
+                 f"{tune_unmeasured} method-tables unmeasured")
     return "\n".join(lines)
+
+
+def tuning_left(records: list[dict], results: Path, dataset: str, scenario: str,
+                memory: int) -> list[tuple[str, int, int, int]]:
+    """(method, memory its trials use, trials its search still needs, trials a top-up would add
+    after it) for each method that `bench tune` would search at this protocol and memory."""
+    from bench import config as cfg
+    from bench import registry
+    from bench.summary import current_code
+    from bench.tune import looks_at, search_spaces, top_up_seeds, trial_points
+
+    known = registry.strategies()
+    protocol = cfg.load_protocol(dataset, scenario)
+    budget, spaces = search_spaces(protocol, known, memory)
+    chosen = [name for name in spaces
+              if known[name].why_not(dataset, scenario, memory, protocol.get("backbone")) is None]
+    points = {name: trial_points(spaces[name], budget, 0) for name in chosen}
+    used = {name: memory if known[name].memory in ("shared", "own") else 0 for name in chosen}
+    done: dict[str, list[int]] = {}  # today's search's trials with a record by today's code: their seeds
+    for r in records:
+        c = r["config"]
+        name = c["strategy"]
+        if (name in points and (c["dataset"], c["scenario"], int(c.get("memory") or 0)) == (dataset, scenario, used[name])
+                and c.get("holdout")
+                and c.get("epochs") == protocol.get("epochs") and r.get("status") == "ok"
+                and r.get("code") == current_code(name)
+                and any(all(c.get("params", {}).get(k) == v for k, v in point.items()) for point in points[name])):
+            done.setdefault(name, []).append(int(c.get("seed") or 0))
+    search = {name: len(points[name]) - min(len(points[name]), done.get(name, []).count(0)) for name in chosen}
+    looks = looks_at(results, dataset, scenario, memory)
+    after = {name: (trials + search.get(name, 0), top_up) for name, (trials, top_up) in looks.items()}
+    after.update({name: (search[name], 0) for name in chosen if name not in looks})
+    left = []
+    for name in chosen:
+        n, ours = len(points[name]), len(done.get(name, [])) + search[name]
+        seeds = top_up_seeds(after, name, n, ours)
+        left.append((name, used[name], search[name], max(0, seeds * n - ours)))
+    return left
 
 
 def _cell_hours(records: list[dict], dataset: str, scenario: str, memory: int, name: str,

@@ -48,6 +48,11 @@ def test_grid_tune_stage_searches_each_protocol_then_tops_it_up(mnist_root, benc
     assert len(commands) == 6 and ["--top-up" in c for c in commands] == [False, True] * 3
     assert done.stderr.count("ewc: 2 look(s) so far, the most-tuned other 0 before top-ups: seeds 0-0") == 3
     assert len(list((tmp_path / "tune" / "runs").glob("*.json"))) == 3 * 2
+    halves = cmd[:2] + ["search-mnist", "top-up-mnist"] + cmd[3:]  # every search first, then the top-ups
+    done = subprocess.run(halves, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    commands = [line for line in done.stderr.splitlines() if line.startswith("+ python -m bench tune")]
+    assert done.returncode == 0 and ["--top-up" in c for c in commands] == [False] * 3 + [True] * 3
+    assert "--memory 0" in commands[1] and "--memory 0" in commands[4] and "task-il" in commands[5]
 
 
 def test_grid_refuses_an_unknown_stage(bench_env):

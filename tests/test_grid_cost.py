@@ -92,7 +92,51 @@ def test_estimate_plans_every_method_and_prices_it_from_cells_at_the_protocols_e
     assert f"grid: {3 * len(applies)} cells, {measured:.1f} cell-hours measured" in done.stdout
     budget, spaces = search_spaces(protocol, registry.strategies(), 0)
     lwf_trials = min(budget, len(list(itertools.product(*spaces["lwf"].values()))))
-    assert f"{lwf_trials * 0.5:.1f} cell-hours measured" in done.stdout.splitlines()[-1]
+    # its one trial is by other code: the whole search is left, priced at the trial's 0.5 h
+    assert tuning_line(done.stdout, "lwf") == [str(lwf_trials), "0", "0.500", f"{lwf_trials * 0.5:.2f}"]
+
+
+def tuning_line(stdout: str, method: str) -> list[str]:
+    """The figures of a method's line in the estimate's tuning listing: search, top-up, h/trial, cell-h."""
+    listing = stdout[stdout.index("(tuning left)"):]
+    found = re.search(rf"^omniglot\s+task-il memory 0\s+{method}\s+(.*)$", listing, re.M)
+    assert found, stdout
+    return found.group(1).split()
+
+
+def test_the_tuning_left_is_todays_search_then_the_top_up_that_evens_out_the_looks(tmp_path):
+    """LwF's search is done by today's code (8 points at the protocol's 10 epochs), beside 8 looks at 5
+    epochs by older code and one top-up trial: 17 looks, 16 before top-ups. EWC has none: its search
+    (8 of its points) is left, then a top-up of one more seed to reach LwF's 16 (not 17: a top-up
+    does not chase another's top-up); LwF needs nothing."""
+    from bench import config as cfg
+    from bench import registry
+    from bench.summary import current_code
+    from bench.tune import search_spaces, trial_points
+
+    budget, spaces = search_spaces(cfg.load_protocol("omniglot", "task-il"), registry.strategies(), 0)
+    trials = []
+    for i, point in enumerate(trial_points(spaces["lwf"], budget, 0)):
+        assert i < 8
+        trials.append(record("lwf", 0, 300.0, 360.0))
+        trials[-1]["config"].update(params=point, hash=f"lwf{i}")
+        trials[-1].update(code=current_code("lwf"), command="python -m bench tune --dataset omniglot")
+    for i in range(8):
+        trials.append(record("lwf", 0, 100.0, 100.0, epochs=5))
+        trials[-1]["config"].update(params={"alpha": float(i)}, hash=f"old{i}")
+        trials[-1].update(code="older", command="python -m bench tune --dataset omniglot --epochs 5")
+    trials.append(json.loads(json.dumps(trials[0])))
+    trials[-1]["config"].update(seed=1, hash="lwf-seed1")
+    trials[-1]["command"] += " --top-up"
+    for trial in trials:
+        trial["config"]["holdout"] = 0.1
+    write(tmp_path / "tune" / "runs", trials)
+    done = subprocess.run([sys.executable, "scripts/grid_cost.py", "--results", str(tmp_path),
+                           "--estimate", "omniglot-task-il=1"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not re.search(r"\slwf\s", done.stdout[done.stdout.index("(tuning left)"):])  # nothing left: not listed
+    assert tuning_line(done.stdout, "ewc") == ["8", "8", "?", "?"]  # 2 seeds of 8 points: 16
 
 
 def test_an_estimate_of_a_protocol_that_does_not_exist_is_refused(tmp_path):
