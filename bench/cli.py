@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.executors import (  # noqa: F401  (the exit codes and execute: the tests use them here)
+from bench.executors import (
     EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, add_executor_arguments, check_executor, count, execute)
 from bench.plan import UsageError, plan  # noqa: F401  (plan: the tests call it here)
 DATASETS = ("mnist", "cifar10", "cifar100", "omniglot")

@@ -233,7 +233,7 @@ def cmd_tune(args, argv: list[str]) -> int:
         if args.top_up:
             ours = [cell for cell, _ in base if cell.config["strategy"] == name]
             seeds = top_up_seeds(looks, name, len(points[name]),
-                                  sum(trial_done(cell, point) for cell in ours for point in points[name]))
+                                 sum(trial_done(cell, point) for cell in ours for point in points[name]))
             print_line(f"  {name}: {looks[name][0] if name in looks else 0} look(s) so far, the most-tuned "
                        f"other {_most_other(looks, name)} before top-ups: seeds 0-{seeds - 1}")
         print_line(f"  {name}: {grid}: {len(points[name])} trial(s)" + (f" x {seeds} seeds" if seeds else ""))
