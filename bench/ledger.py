@@ -21,7 +21,7 @@ counts the searches, the trials whose point is not in today's search space
 ("beyond one search": grid moves, reruns by newer code, other lengths, extra
 seeds, diagnostic looks). "Short of the most" is how many trials fewer than the
 most-tuned method of the same protocol and memory it had; "top-up" how many of its
-trials `bench tune --top-up` added (their records' command says so).
+trials `bench tune --top-up` added at seeds after 0 (their records' command says so).
 
 No torch, no pandas: `python -m bench tune --ledger` is cheap.
 """
@@ -51,7 +51,7 @@ class Line:
     off_grid: int = 0
     other_looks: int = 0  # held-out cells of `bench run --holdout`, not trials of `bench tune`
     one_search: int | None = None  # trials one search of today's grid takes (None: no space today)
-    top_up: int = 0  # trials that `bench tune --top-up` added to even out the looks
+    top_up: int = 0  # trials that `bench tune --top-up` added to even out the looks (seeds 1, 2, ...)
 
 
 def is_top_up(command: Any) -> bool:
@@ -109,7 +109,8 @@ def ledger(results: Path, protocols: dict[tuple[str, str], dict] | None = None) 
             line.other_looks += 1
             continue
         line.trials += 1
-        line.top_up += is_top_up(record.get("command"))
+        # a top-up's seed-0 trials are its search's (run by the top-up when the search had not been)
+        line.top_up += is_top_up(record.get("command")) and config.get("seed") not in (0, None)
         line.failed += record.get("status") != "ok"
         line.points.add(json.dumps(params, sort_keys=True))
         line.searches.add((record.get("command"), record.get("code"), config.get("epochs")))

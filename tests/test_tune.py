@@ -408,3 +408,21 @@ def test_a_top_up_rerun_does_not_raise_its_target_with_the_other_methods_top_ups
         assert "the most-tuned other 5 before top-ups: seeds 0-2" in err  # LwF's
         assert trials() == {"ewc": 5, "lwf": 6, "si": 5}
     assert "0 trial(s) to run" in err
+
+
+def test_the_ledger_counts_a_top_ups_extra_seeds_not_the_search_it_ran_in_passing(tmp_path):
+    """A top-up run before its search trains the seed-0 points too: those are the search's looks
+    (they count towards others' targets); only seeds 1, 2, ... are the top-up's."""
+    import json
+
+    from bench import ledger
+
+    runs = tmp_path / "tune" / "runs"
+    runs.mkdir(parents=True)
+    for seed in (0, 1, 2):
+        config = {"dataset": "mnist", "scenario": "class-il", "memory": 200, "strategy": "ewc", "seed": seed,
+                  "holdout": 0.1, "epochs": 4, "params": {"lambda": 1.0}}
+        (runs / f"ewc_{seed}.json").write_text(json.dumps(
+            {"status": "ok", "config": config, "command": "python -m bench tune --scenario class-il --top-up"}))
+    [line] = ledger.ledger(tmp_path)
+    assert (line.trials, line.top_up) == (3, 2)
