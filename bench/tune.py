@@ -266,8 +266,8 @@ def cmd_tune(args, argv: list[str]) -> int:
         print_line(f"  trial {_describe(cell.config)}: not run here, {why}")
 
     outcome = execute(todo, args, "python -m bench " + shlex.join(argv),
-                          on_done=lambda cell, rec: print_line(f"  trial {_describe(cell.config)}: {_score_text(rec)}"),
-                          on_skip=on_skip)
+                      on_done=lambda cell, rec: print_line(f"  trial {_describe(cell.config)}: {_score_text(rec)}"),
+                      on_skip=on_skip)
     if outcome.interrupted:
         print_line("interrupted: run the same command again to finish the remaining trials")
         return EXIT_INTERRUPTED

@@ -114,7 +114,7 @@ def estimate(plan: dict[str, int], results: Path) -> str:
             for name, info in known.items():
                 if info.why_not(dataset, scenario, memory, protocol.get("backbone")) is not None:
                     continue
-                used = 0 if info.memory == "none" else memory
+                used = _memory_used(info, memory)
                 planned[(dataset, scenario, used, name)] = max(seeds, planned.get((dataset, scenario, used, name), 0))
     total, unmeasured = 0.0, []
     for (dataset, scenario, memory, name), seeds in sorted(planned.items()):
@@ -169,14 +169,14 @@ def tuning_left(records: list[dict], results: Path, dataset: str, scenario: str,
     chosen = [name for name in spaces
               if known[name].why_not(dataset, scenario, memory, protocol.get("backbone")) is None]
     points = {name: trial_points(spaces[name], budget, 0) for name in chosen}
-    used = {name: memory if known[name].memory in ("shared", "own") else 0 for name in chosen}
+    used = {name: _memory_used(known[name], memory) for name in chosen}
     done: dict[str, list[int]] = {}  # today's search's trials with a record by today's code: their seeds
     for r in records:
         c = r["config"]
         name = c["strategy"]
-        if (name in points and (c["dataset"], c["scenario"], int(c.get("memory") or 0)) == (dataset, scenario, used[name])
-                and c.get("holdout")
-                and c.get("epochs") == protocol.get("epochs") and r.get("status") == "ok"
+        if (name in points and c.get("holdout") and r.get("status") == "ok"
+                and (c["dataset"], c["scenario"], int(c.get("memory") or 0)) == (dataset, scenario, used[name])
+                and c.get("epochs") == protocol.get("epochs")
                 and r.get("code") == current_code(name)
                 and any(all(c.get("params", {}).get(k) == v for k, v in point.items()) for point in points[name])):
             done.setdefault(name, []).append(int(c.get("seed") or 0))
@@ -190,6 +190,11 @@ def tuning_left(records: list[dict], results: Path, dataset: str, scenario: str,
         seeds = top_up_seeds(after, name, n, ours)
         left.append((name, used[name], search[name], max(0, seeds * n - ours)))
     return left
+
+
+def _memory_used(info, memory: int) -> int:
+    """The replay budget a method's cells run with at a table's memory (bench/plan.py's rule)."""
+    return memory if info.memory in ("shared", "own") else 0
 
 
 def _cell_hours(records: list[dict], dataset: str, scenario: str, memory: int, name: str,
