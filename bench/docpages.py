@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import sys
 from pathlib import Path
 
-from bench.config import load_protocol
+from bench.config import load_protocol, protocol_path
+from bench.protocol_writeback import FLAT_MARK
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "methods.md"
 DATASETS = ("mnist", "cifar10", "cifar100", "omniglot")
@@ -30,8 +32,9 @@ def value_text(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def settings_text(section: dict, space: dict | None = None) -> str:
-    """`key value (tuned from {grid})` for each setting of a protocol section, `tuned` marking written values."""
+def settings_text(section: dict, space: dict | None = None, flat: set[str] | frozenset = frozenset()) -> str:
+    """`key value (tuned from {grid})` for each setting of a protocol section, `tuned` marking written
+    values and `flat` the values a flat grid left (searched, but no point scored apart)."""
     space, tuned = space or {}, section.get("tuned", [])
     parts = []
     # a searched setting the section leaves at the strategy's default is listed by its space alone
@@ -42,7 +45,9 @@ def settings_text(section: dict, space: dict | None = None) -> str:
         text = value_text(v) if k == "name" else f"{k} {value_text(v)}"
         if k in space:
             grid = ", ".join(map(value_text, space[k]))
-            text += f" (tuned from {{{grid}}})" if k in tuned else f" (not tuned yet; space {{{grid}}})"
+            text += (f" (tuned from {{{grid}}})" if k in tuned else
+                     f" (flat grid over {{{grid}}}: not a choice)" if k in flat else
+                     f" (not tuned yet; space {{{grid}}})")
         parts.append(text)
     return ", ".join(parts)
 
@@ -80,6 +85,21 @@ def _range(setting) -> str:
     return ", ".join(p for p in (low, high) if p) or "any"
 
 
+def _flat_keys(dataset: str, scenario: str) -> dict[tuple[str, str], set[str]]:
+    """(where, name) -> the keys of `[where.name]` whose value a flat grid wrote: their comment says
+    so, and tomllib drops comments."""
+    return _flat_keys_in(protocol_path(dataset, scenario).read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=32)  # every strategy's entry reads the same few files
+def _flat_keys_in(text: str) -> dict[tuple[str, str], set[str]]:
+    import tomlkit
+
+    document = tomlkit.parse(text)
+    return {(where, name): {k for k in section if section.item(k).trivia.comment.lstrip("# ").startswith(FLAT_MARK)}
+            for where in ("strategies", "memory0") for name, section in document.get(where, {}).items()}
+
+
 def _protocol_lines(name: str, info) -> list[str]:
     runs, skipped, lines = [], [], []
     for dataset in DATASETS:
@@ -92,10 +112,12 @@ def _protocol_lines(name: str, info) -> list[str]:
                 continue
             runs.append(where)
             spaces = protocol.get("tune", {})
-            own = settings_text(protocol.get("strategies", {}).get(name, {}), spaces.get(name))
+            own = settings_text(protocol.get("strategies", {}).get(name, {}), spaces.get(name),
+                                _flat_keys(dataset, scenario).get(("strategies", name), set()))
             if name in protocol.get("memory0", {}):
                 space0 = spaces.get("memory0", {}).get(name, spaces.get(name))
-                own += f"; at memory 0: {settings_text(protocol['memory0'][name], space0)}"
+                flat0 = _flat_keys(dataset, scenario).get(("memory0", name), set())
+                own += f"; at memory 0: {settings_text(protocol['memory0'][name], space0, flat0)}"
             if own:
                 lines.append(f"- {where} (memory {protocol['memory']}): {own}")
     head = [f"Runs in: {', '.join(runs) or 'no protocol'}."]

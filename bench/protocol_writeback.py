@@ -15,6 +15,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 
+FLAT_MARK = "flat grid"  # how a flat grid's value comment starts (bench/docpages.py reads it back)
+
+
 class EditError(ValueError):
     """The protocol's section is in a form the write-back does not edit."""
 
@@ -59,12 +62,12 @@ def edit_protocol(text: str, where: str, name: str, values: dict[str, Any], comm
             raise EditError(f"{label} is written as an inline table ({name} = {{ ... }}) or with dotted keys; "
                             f"write it as a table: a line {label} followed by one KEY = VALUE per line")
         for key, value in values.items():
-            section[key] = value
+            _set(section, key, value)
             section.item(key).comment(comment)
         keys = set(section.get("tuned", []))
         keys = keys | set(values) if tuned else keys - set(values)
         if keys or "tuned" in section:
-            section["tuned"] = sorted(keys)
+            _set(section, "tuned", sorted(keys))
         new = text.rstrip("\n") + "\n\n" + tomlkit.dumps(document) if appended else tomlkit.dumps(document)
         after = tomllib.loads(new)
     except EditError:
@@ -80,6 +83,20 @@ def edit_protocol(text: str, where: str, name: str, values: dict[str, Any], comm
         raise EditError(f"rewriting {label} would change more than its values (a form tomlkit cannot edit "
                         f"safely); write it as a table: a line {label} followed by one KEY = VALUE per line")
     return new
+
+
+def _set(section, key: str, value: Any) -> None:
+    """`section[key] = value`, except that a new key goes after the section's last value rather than
+    after the comments that end it: in the protocol files those introduce the next section."""
+    from tomlkit.items import Comment
+
+    body = section.value.body
+    last = max((i for i, (k, _) in enumerate(body) if k is not None), default=-1)
+    if key in section or not any(isinstance(item, Comment) for _, item in body[last + 1:]):
+        section[key] = value
+        return
+    # tomlkit has no public insert; the write-back's read-back check guards this use
+    section.value._insert_at(last + 1, key, value)
 
 
 def check_write_back(args, memory: int, samples: dict[str, dict]) -> None:
@@ -122,7 +139,7 @@ def write_choice(args, memory: int, name: str, best: dict, score: float, command
         comment = f"tuned {date}{under}: held-out final accuracy {100 * score:.2f}% by `{command}`"
     else:
         spread, count = flat
-        comment = (f"flat grid {date}{under}: all {count} trials within {spread:.2f} points (best "
+        comment = (f"{FLAT_MARK} {date}{under}: all {count} trials within {spread:.2f} points (best "
                    f"{100 * score:.2f}% held out) by `{command}`: the setting may have no effect; not a choice")
     with locked(path):
         text = path.read_text(encoding="utf-8")

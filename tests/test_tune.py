@@ -14,9 +14,10 @@ import pytest
 from conftest import FAST
 from fakedata import idx_bytes, make_data_root
 
-from bench import cli
+from bench import cli, docpages
 from bench import config as cfg
 from bench import registry
+from bench.protocol_writeback import edit_protocol
 from bench.tune import search_spaces, trial_points
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*differs from the official:UserWarning")
@@ -102,6 +103,15 @@ def test_bad_search_space_exits_2_before_training(protocols, mnist_root, tmp_pat
     assert cli.main(tune_args(mnist_root, tmp_path / "results")) == cli.EXIT_USAGE
     assert "tune.ewc.lambda must be >= 0.0, got -2.0" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_new_key_goes_above_the_comments_that_introduce_the_next_section():
+    text = ("[strategies.ewc]\nlambda = 1.0\n\n# --- the search spaces\n# (two lines)\n"
+            "[tune.ewc]\nlambda = [1.0, 2.0]\n")
+    new = edit_protocol(text, "strategies", "ewc", {"lambda": 2.0, "mode": "online"}, "tuned")
+    assert new == ("[strategies.ewc]\nlambda = 2.0 # tuned\nmode = \"online\" # tuned\n"
+                   "tuned = [\"lambda\", \"mode\"]\n\n# --- the search spaces\n# (two lines)\n"
+                   "[tune.ewc]\nlambda = [1.0, 2.0]\n")
 
 
 def test_tune_scores_held_out_data_and_writes_the_winner_back(protocols, tmp_path, capsys, bench_cache):
@@ -287,6 +297,10 @@ def test_a_flat_grid_warns_and_is_not_marked_tuned(protocols, mnist_root, tmp_pa
     assert "lambda" not in ewc["tuned"]  # the value stays, but not as a choice
     line = next(line for line in path.read_text().splitlines() if line.startswith("lambda = 0.0"))
     assert "flat grid" in line and "tuned 20" not in line
+    # docs/methods.md says so rather than "not tuned yet"
+    flat = docpages._flat_keys("mnist", "class-il")[("strategies", "ewc")]
+    space = cfg.load_protocol("mnist", "class-il")["tune"]["ewc"]
+    assert "lambda 0 (flat grid over {0, 1e-12}: not a choice)" in docpages.settings_text(ewc, space, flat)
 
 
 def test_the_ledger_counts_a_grid_move_as_trials(protocols, mnist_root, tmp_path, capsys):
