@@ -111,12 +111,12 @@ def _protocol_lines(name: str, info) -> list[str]:
                 skipped.append(f"{where} ({why})")
                 continue
             runs.append(where)
-            spaces = protocol.get("tune", {})
+            spaces, flat = protocol.get("tune", {}), _flat_keys(dataset, scenario)
             own = settings_text(protocol.get("strategies", {}).get(name, {}), spaces.get(name),
-                                _flat_keys(dataset, scenario).get(("strategies", name), set()))
+                                flat.get(("strategies", name), set()))
             if name in protocol.get("memory0", {}):
                 space0 = spaces.get("memory0", {}).get(name, spaces.get(name))
-                flat0 = _flat_keys(dataset, scenario).get(("memory0", name), set())
+                flat0 = flat.get(("memory0", name), set())
                 own += f"; at memory 0: {settings_text(protocol['memory0'][name], space0, flat0)}"
             if own:
                 lines.append(f"- {where} (memory {protocol['memory']}): {own}")

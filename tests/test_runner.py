@@ -310,8 +310,8 @@ def test_sigkill_of_the_main_process_then_rerun(mnist_root, bench_env, tmp_path,
     # gone; the next run, taking over the dead run's claim, removes it.
     assert [n for n in leftovers(results) if not n.endswith(".result.tmp")] == []
     assert list((results / "runs").glob("*.claim"))  # the dead run's claims stay until taken over
-    assert list(records(results)) == [first.name]  # EWC was killed while training
-    assert records(results)[first.name]["status"] == "ok"
+    killed = records(results)
+    assert list(killed) == [first.name] and killed[first.name]["status"] == "ok"  # EWC was killed while training
 
     capsys.readouterr()
     assert cli.main(args) == 0
