@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -72,3 +78,46 @@ def records(results: Path) -> dict[str, dict]:
 def leftovers(results: Path) -> list[str]:
     """Temporary files left in results/runs (there must be none after a run ends)."""
     return sorted(p.name for p in (results / "runs").glob("*.tmp")) if (results / "runs").is_dir() else []
+
+
+def cell_workers() -> list[psutil.Process]:
+    """Processes started by this process's children: the cells' workers under the fork server."""
+    out = []
+    for child in psutil.Process().children():
+        try:
+            out.extend(child.children())
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@contextmanager
+def killing_first_worker(before_kill: Callable[[], None] = lambda: None,
+                         timeout: float = 120) -> Iterator[list[int]]:
+    """While the block runs, SIGKILL the first cell worker that has lived 0.3 s (as the kernel's
+    OOM killer would), after calling `before_kill`; yields the list of killed pids (empty when
+    no worker was seen)."""
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_first() -> None:
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            for proc in cell_workers():
+                try:
+                    if time.time() - proc.create_time() > 0.3:
+                        before_kill()
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed.append(proc.pid)
+                        return
+                except (psutil.NoSuchProcess, ProcessLookupError):
+                    pass
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_first, daemon=True)
+    killer.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        killer.join()

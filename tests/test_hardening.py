@@ -9,16 +9,13 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import FAST, REPO_ROOT, bench_command, leftovers, records
+from conftest import FAST, REPO_ROOT, bench_command, killing_first_worker, leftovers, records
 from fakedata import write_omniglot
 
 from bench import claims, cli, provenance, report
@@ -354,36 +351,15 @@ def test_store_record_never_replaces_an_ok_record_by_a_failed_one(tmp_path):
     assert leftovers(tmp_path.parent) == [] and not list(tmp_path.glob("*.tmp"))
 
 
-def _grandchildren() -> list[psutil.Process]:
-    return [p for child in psutil.Process().children() for p in child.children()]
-
-
 def test_a_killed_worker_never_replaces_an_ok_record_another_run_wrote(mnist_root, tmp_path, capsys):
     """Defect 1: run B finishes a cell while run A trains it; A's worker is killed: B's ok record stays."""
     results = tmp_path / "results"
     args = run_args(mnist_root, results, "--set", "strategies.naive.epochs=40")
     [(cell, _)] = planned(args)
     theirs = ok_record_for(cell, run_id="other-run")
-    killed: list[int] = []
-
-    def finish_elsewhere_then_kill():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            for proc in _grandchildren():
-                try:
-                    if time.time() - proc.create_time() > 0.3:
-                        cell.path.write_text(json.dumps(theirs))  # the other run's record lands
-                        os.kill(proc.pid, signal.SIGKILL)
-                        killed.append(proc.pid)
-                        return
-                except (psutil.NoSuchProcess, ProcessLookupError):
-                    pass
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=finish_elsewhere_then_kill, daemon=True)
-    killer.start()
-    code = cli.main(args)
-    killer.join()
+    # the other run's record lands just before our worker is killed
+    with killing_first_worker(lambda: cell.path.write_text(json.dumps(theirs))) as killed:
+        code = cli.main(args)
     assert killed, "no worker was seen"
     err = capsys.readouterr().err
     assert code == cli.EXIT_FAILED and "killed by signal 9" in err and "is kept" in err

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAST, REPO_ROOT, bench_command, leftovers, records
+from conftest import FAST, REPO_ROOT, bench_command, cell_workers, killing_first_worker, leftovers, records
 
 from bench import cli
 from bench.runner import finished_ok, tmp_path as record_tmp_path, write_json_atomic
@@ -167,43 +167,12 @@ def test_nan_loss_is_recorded_as_failed_and_the_others_finish(mnist_root, tmp_pa
     assert "[1/1] mnist class-il ewc seed 0: FAILED" in err
 
 
-def _grandchildren() -> list[psutil.Process]:
-    """Processes started by this process's children: the cells' workers under the fork server."""
-    out = []
-    for child in psutil.Process().children():
-        try:
-            out.extend(child.children())
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def test_killed_worker_is_recorded_as_failed_and_rerun(mnist_root, tmp_path, capsys):
     results = tmp_path / "killed-worker"
     # naive runs long enough to be killed (SIGKILL, like the kernel's OOM killer) while it trains
     args = run_args(mnist_root, results, "--set", "strategies.naive.epochs=30")
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def kill_first_worker():
-        while not stop.is_set() and not killed:
-            for proc in _grandchildren():
-                try:
-                    if time.time() - proc.create_time() > 0.3:
-                        os.kill(proc.pid, signal.SIGKILL)
-                        killed.append(proc.pid)
-                        return
-                except (psutil.NoSuchProcess, ProcessLookupError):
-                    pass
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_first_worker, daemon=True)
-    killer.start()
-    try:
+    with killing_first_worker() as killed:
         code = cli.main(args)
-    finally:
-        stop.set()
-        killer.join()
     assert killed, "no worker was seen"
     err = capsys.readouterr().err
     assert code == cli.EXIT_FAILED and "finished: 1 ok, 1 failed" in err
@@ -371,7 +340,7 @@ def test_sigterm_stops_the_run_and_its_workers(mnist_root, tmp_path, capsys):
     assert "1 ok, 0 failed" in err and "not run (interrupted): mnist class-il ewc seed 0" in err
     assert [name.startswith(NAIVE) for name in records(results)] == [True]
     assert leftovers(results) == []
-    assert _grandchildren() == []  # the running worker was stopped, not left behind
+    assert cell_workers() == []  # the running worker was stopped, not left behind
 
 
 def test_loading_is_safe():
