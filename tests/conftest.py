@@ -1,4 +1,4 @@
-"""Shared test setup: the repository on sys.path, tiny data roots, and running the CLI.
+"""Shared test setup: the repository on sys.path, tiny data roots, running the CLI, killing a cell's worker.
 
 `pytest` (not only `python -m pytest`) must find the `bench` package, which is
 not installed: the repository root goes first on sys.path.
