@@ -3,10 +3,11 @@
 `headline.md`: mean final accuracy of every method (rows) in every setting the records
 cover (columns: dataset, scenario and, where a table is split by budget, the memory).
 `separated.md`: per setting, in words, the methods the seeds do not separate from the best
-and the rank groups of the IB rows (bench/pairwise.py). `reference.md`: the reference's
-own figures (`reference_results.toml`) beside this suite's for the same setting. All are
-written under `<results>/tables/` by `bench table` and copied into README.md between
-`<!-- bench:table NAME -->` markers.
+and the rank groups of the IB rows (bench/pairwise.py). `sizes.md`: per setting, the rows whose
+parameter count at the end is not the backbone's, as a multiple of naive's (equal memory is not
+equal size). `reference.md`: the reference's own figures (`reference_results.toml`) beside this
+suite's for the same setting. All are written under `<results>/tables/` by `bench table` and
+copied into README.md between `<!-- bench:table NAME -->` markers.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from bench.significance import IB_ROWS
 from bench.summary import OLD_CODE_MARK, DIRTY_MARK, marks, seeds_of, strategy_rank
 from bench.tables import MISSING, markdown_table, split_by_budget
 
-OVERVIEW_TABLES = ("headline", "separated", "reference")
+OVERVIEW_TABLES = ("headline", "separated", "sizes", "reference")
 DATASET_ORDER = ("mnist", "omniglot", "cifar10", "cifar100")
 _SHORT_DATASET = {"mnist": "MNIST", "omniglot": "Omni", "cifar10": "C10", "cifar100": "C100"}
 _SHORT_SCENARIO = {"class-il": "CIL", "task-il": "TIL"}
@@ -110,6 +111,22 @@ def separated(summary: pd.DataFrame, seeds: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sizes(summary: pd.DataFrame) -> str:
+    """Per setting: every row whose mean parameter count at the end differs from naive's, as a multiple of it."""
+    lines = ["Parameters at the end of the stream as a multiple of naive's (the backbone with its heads), per "
+             "setting (headers as in the headline table), for every row not at naive's size (rounded to 1.0 "
+             "counts as naive's); the counts themselves are in each table of docs/results.md.", ""]
+    for header, _, _, _, rows in settings_columns(summary):
+        base = rows.loc[rows["strategy"] == "naive", "params_mean"]
+        if base.empty or not base.iloc[0] > 0:
+            continue
+        ratios = [(label, value / base.iloc[0]) for label, value in zip(rows["label"], rows["params_mean"])
+                  if pd.notna(value)]
+        grown = [f"{label} {ratio:.1f}×" for label, ratio in ratios if round(ratio, 1) != 1.0]
+        lines.append(f"- **{header}**: " + (", ".join(grown) if grown else "every row at naive's size") + ".")
+    return "\n".join(lines) + "\n"
+
+
 def reference(summary: pd.DataFrame) -> str:
     """The reference's figure against this suite's for each method and setting the reference reports."""
     columns = {(d, s, tuple(b)): (header, rows) for header, d, s, b, rows in settings_columns(summary)}
@@ -143,8 +160,8 @@ def reference(summary: pd.DataFrame) -> str:
 
 
 def write_overview(results_dir: str | os.PathLike, summary: pd.DataFrame, seeds: pd.DataFrame) -> list[Path]:
-    """`headline.md`, `separated.md` and `reference.md` under `<results>/tables/` (removed when there are
-    no rows)."""
+    """`headline.md`, `separated.md`, `sizes.md` and `reference.md` under `<results>/tables/` (removed when
+    there are no rows)."""
     out = Path(results_dir) / "tables"
     if summary.empty:
         for name in OVERVIEW_TABLES:
@@ -152,4 +169,5 @@ def write_overview(results_dir: str | os.PathLike, summary: pd.DataFrame, seeds:
         return []
     return [atomic_write(out / "headline.md", headline(summary)),
             atomic_write(out / "separated.md", separated(summary, seeds)),
+            atomic_write(out / "sizes.md", sizes(summary)),
             atomic_write(out / "reference.md", reference(summary))]

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from bench import cli, docpages, readme, registry, report
-from bench.overview import headline, reference, write_overview
+from bench.overview import headline, reference, sizes, write_overview
 from test_report import make_record, write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ PAGES = {str(page): (REPO / page).read_text(encoding="utf-8") for page in readme
 def test_readme_is_a_short_front_page_with_one_link_for_each_question() -> None:
     text = PAGES["README.md"]
     assert len(text.splitlines()) <= 200
-    assert set(readme.blocks(text)) == {"headline", "separated", "reference"}
+    assert set(readme.blocks(text)) == {"headline", "separated", "sizes", "reference"}
     for target in ("docs/results.md", "docs/protocol.md#tuning", "docs/methods.md", "docs/extending.md",
                    "docs/running.md", "docs/ib.md", "docs/distributed.md", "docs/notes/"):
         assert f"]({target})" in text, target
@@ -150,7 +150,7 @@ def test_headline_has_a_column_per_setting_and_a_row_per_method(tmp_path: Path) 
     # the reference's Split-MNIST Task-IL figure for IB (99.8) beside the suite's
     assert "99.8 / 95.0" in reference(summary)
     assert [p.name for p in write_overview(tmp_path, summary, report.seed_frame(records))] == [
-        "headline.md", "separated.md", "reference.md"]
+        "headline.md", "separated.md", "sizes.md", "reference.md"]
 
 
 def test_the_front_page_says_per_setting_what_the_seeds_separate(tmp_path: Path) -> None:
@@ -166,3 +166,16 @@ def test_the_front_page_says_per_setting_what_the_seeds_separate(tmp_path: Path)
     text = separated(report.summary_frame(records), report.seed_frame(records))
     assert ("- **MNIST CIL** (3 methods, 2 of 3 pairs separated): not separated from the best, ib + replay, "
             "replay; ib + replay in a.") in text
+
+
+def test_the_front_page_lists_each_setting_s_rows_not_at_the_backbone_s_size() -> None:
+    """sizes.md: parameters at the end as a multiple of naive's, per setting; rows at naive's size are left out,
+    and a setting without a naive row has no line (nothing to divide by)."""
+    records = []
+    for seed in (0, 1):
+        for strategy, params in (("naive", 1000), ("pnn", 2900 + 200 * seed), ("ewc", 1020)):
+            records.append(make_record(strategy, seed, scenario="task-il", memory=0) | {"params": params})
+        records.append(make_record("ib", seed) | {"params": 5000})  # Class-IL: no naive row
+    text = sizes(report.summary_frame(records))
+    assert "- **MNIST TIL**: pnn 3.0×." in text
+    assert "ewc" not in text and "MNIST CIL" not in text
