@@ -29,7 +29,7 @@ def test_grid_mnist_stage_runs_its_three_tables_and_resumes(mnist_root, bench_en
     assert first.returncode == 0, first.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path / "tables").glob("*.md"))
     assert names == ["headline.md", "mnist_class-il.md", "mnist_class-il_memory0.md", "mnist_task-il.md",
-                     "reference.md", "separated.md"]
+                     "reference.md", "separated.md", "sizes.md"]
     # naive is one cell per scenario and seed (its memory-free row is the same run); ewc has two in Class-IL
     assert len(list((tmp_path / "runs").glob("*.json"))) == 3 * (1 + 2 + 2)
     again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
